@@ -1,0 +1,1 @@
+//! Keel gRPC contract.
