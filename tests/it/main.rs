@@ -1,0 +1,3 @@
+//! Keel's integration tests: real processes and real files.
+
+mod t50_storage_crash;
