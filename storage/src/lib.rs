@@ -1,1 +1,3 @@
 //! Keel's storage engine.
+
+pub mod batch;
