@@ -55,7 +55,8 @@ impl Node {
                 })?;
             tracing::info!(log = %name, clean = stats.clean, bytes_scanned = stats.bytes_scanned,
                 bytes_truncated = stats.bytes_truncated, "log recovered");
-            log.close().map_err(|source| StartError::Recovery { name, source })?;
+            log.close()
+                .map_err(|source| StartError::Recovery { name, source })?;
         }
         tracing::info!(node_id = config.node_id, data_dir = %config.data_dir.display(), "node started");
         Ok(Node { config, data })

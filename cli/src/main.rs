@@ -7,7 +7,12 @@ use clap::Parser;
 #[command(name = "keel", version, about = "Keel's admin and console tool")]
 struct Args {
     /// Brokers to bootstrap from, host:port[,host:port].
-    #[arg(long, env = "KEEL_BOOTSTRAP", default_value = "127.0.0.1:9292", global = true)]
+    #[arg(
+        long,
+        env = "KEEL_BOOTSTRAP",
+        default_value = "127.0.0.1:9292",
+        global = true
+    )]
     bootstrap: String,
 }
 

@@ -43,7 +43,11 @@ impl LogConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |key, value: i64, rule| Err(ConfigError { key, value, rule });
         if self.segment_bytes < MIN_SEGMENT_BYTES {
-            return bad("segment.bytes", self.segment_bytes as i64, "must be at least 1024");
+            return bad(
+                "segment.bytes",
+                self.segment_bytes as i64,
+                "must be at least 1024",
+            );
         }
         if self.segment_ms < 1 {
             return bad("segment.ms", self.segment_ms, "must be at least 1");
@@ -75,11 +79,41 @@ mod tests {
     fn defaults_are_valid_and_bad_values_are_named() {
         assert_eq!(LogConfig::default().validate(), Ok(()));
         let cases = [
-            (LogConfig { segment_bytes: 10, ..Default::default() }, "segment.bytes"),
-            (LogConfig { segment_ms: 0, ..Default::default() }, "segment.ms"),
-            (LogConfig { retention_ms: Some(-5), ..Default::default() }, "retention.ms"),
-            (LogConfig { max_message_bytes: 3, ..Default::default() }, "max.message.bytes"),
-            (LogConfig { index_interval_bytes: 0, ..Default::default() }, "index.interval.bytes"),
+            (
+                LogConfig {
+                    segment_bytes: 10,
+                    ..Default::default()
+                },
+                "segment.bytes",
+            ),
+            (
+                LogConfig {
+                    segment_ms: 0,
+                    ..Default::default()
+                },
+                "segment.ms",
+            ),
+            (
+                LogConfig {
+                    retention_ms: Some(-5),
+                    ..Default::default()
+                },
+                "retention.ms",
+            ),
+            (
+                LogConfig {
+                    max_message_bytes: 3,
+                    ..Default::default()
+                },
+                "max.message.bytes",
+            ),
+            (
+                LogConfig {
+                    index_interval_bytes: 0,
+                    ..Default::default()
+                },
+                "index.interval.bytes",
+            ),
         ];
         for (config, key) in cases {
             assert_eq!(config.validate().unwrap_err().key, key);

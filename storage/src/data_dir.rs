@@ -72,7 +72,11 @@ impl DataDir {
     }
 
     /// Opens the log `name`, creating it if new, and recovers it if it was not closed cleanly.
-    pub fn open_log(&self, name: &str, config: LogConfig) -> Result<(Log, RecoveryStats), LogError> {
+    pub fn open_log(
+        &self,
+        name: &str,
+        config: LogConfig,
+    ) -> Result<(Log, RecoveryStats), LogError> {
         validate_name(name)?;
         Log::open(
             name,

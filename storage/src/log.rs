@@ -225,7 +225,11 @@ fn list_segment_bases(dir: &Path) -> Result<Vec<Offset>, StorageError> {
     let mut bases = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(err)? {
         let entry = entry.map_err(err)?;
-        if let Some(base) = entry.file_name().to_str().and_then(segment::parse_file_name) {
+        if let Some(base) = entry
+            .file_name()
+            .to_str()
+            .and_then(segment::parse_file_name)
+        {
             bases.push(base);
         }
     }
@@ -411,7 +415,10 @@ impl Log {
     }
 
     /// Verifies and re-indexes everything after the recovery point; cuts what is torn.
-    fn recover(&mut self, metas: &BTreeMap<Offset, SegmentMeta>) -> Result<RecoveryStats, LogError> {
+    fn recover(
+        &mut self,
+        metas: &BTreeMap<Offset, SegmentMeta>,
+    ) -> Result<RecoveryStats, LogError> {
         let first = *self.segments.keys().next().expect("at least one segment");
         let stored = self
             .index
@@ -441,7 +448,11 @@ impl Log {
             .index
             .last_time_before(&self.name, i64::MAX)?
             .map(|e| e.timestamp);
-        let bases: Vec<Offset> = self.segments.range(start.segment..).map(|(b, _)| *b).collect();
+        let bases: Vec<Offset> = self
+            .segments
+            .range(start.segment..)
+            .map(|(b, _)| *b)
+            .collect();
         let mut cut: Option<(Offset, u64)> = None;
         for (i, &base) in bases.iter().enumerate() {
             let from = if i == 0 { start.position } else { 0 };
@@ -452,13 +463,15 @@ impl Log {
             let mut seg_max = if i == 0 { start.max_timestamp } else { None };
             let mut found = Vec::new();
             let seg = &self.segments[&base];
-            let (end, scanned) = seg.walk(from, |position, bytes| match batch::validate(bytes, usize::MAX) {
-                Ok(h) if h.base_offset == expected => {
-                    expected = h.last_offset() + 1;
-                    found.push((position, h));
-                    true
+            let (end, scanned) = seg.walk(from, |position, bytes| {
+                match batch::validate(bytes, usize::MAX) {
+                    Ok(h) if h.base_offset == expected => {
+                        expected = h.last_offset() + 1;
+                        found.push((position, h));
+                        true
+                    }
+                    _ => false,
                 }
-                _ => false,
             })?;
             stats.bytes_scanned += scanned;
             stats.batches_recovered += found.len() as u64;
@@ -504,7 +517,9 @@ impl Log {
             let seg = self.segments.remove(&b).expect("listed above");
             stats.bytes_truncated += seg.size;
             stats.segments_removed += 1;
-            ops.push(IndexOp::DeleteMeta { key: segment_key(b) });
+            ops.push(IndexOp::DeleteMeta {
+                key: segment_key(b),
+            });
             seg.delete()?;
         }
         let only_segment = self.segments.len() == 1;
@@ -564,11 +579,17 @@ impl Log {
     }
 
     fn active(&self) -> &Segment {
-        self.segments.values().next_back().expect("a log has a segment")
+        self.segments
+            .values()
+            .next_back()
+            .expect("a log has a segment")
     }
 
     fn active_mut(&mut self) -> &mut Segment {
-        self.segments.values_mut().next_back().expect("a log has a segment")
+        self.segments
+            .values_mut()
+            .next_back()
+            .expect("a log has a segment")
     }
 
     fn end_point(&self) -> FlushPoint {
@@ -609,7 +630,13 @@ impl Log {
         let rp = &self.recovery_point;
         self.segments
             .range(rp.segment..)
-            .map(|(b, s)| if *b == rp.segment { s.size.saturating_sub(rp.position) } else { s.size })
+            .map(|(b, s)| {
+                if *b == rp.segment {
+                    s.size.saturating_sub(rp.position)
+                } else {
+                    s.size
+                }
+            })
             .sum()
     }
 
@@ -666,7 +693,9 @@ impl Log {
         let mut at = 0;
         while at < batches.len() {
             let rest = &batches[at..];
-            let declared = BatchHeader::parse(rest).map(|h| h.total_len()).unwrap_or(rest.len());
+            let declared = BatchHeader::parse(rest)
+                .map(|h| h.total_len())
+                .unwrap_or(rest.len());
             let header = batch::validate(&rest[..declared.min(rest.len())], usize::MAX)?;
             if header.base_offset != expected {
                 return Err(LogError::NonContiguous {
@@ -693,7 +722,11 @@ impl Log {
         Ok(info)
     }
 
-    fn write_batch(&mut self, header: &BatchHeader, parts: &[&[u8]]) -> Result<AppendInfo, LogError> {
+    fn write_batch(
+        &mut self,
+        header: &BatchHeader,
+        parts: &[&[u8]],
+    ) -> Result<AppendInfo, LogError> {
         let len = header.total_len();
         self.maybe_roll(len as u64)?;
         let interval = self.config.index_interval_bytes;
@@ -712,7 +745,15 @@ impl Log {
         seg.next_offset = header.last_offset() + 1;
         seg.max_timestamp = max_ts(seg.max_timestamp, Some(header.max_timestamp));
         let mut ops = Vec::new();
-        index_batch(interval, seg, &mut last_time_entry, max_timestamp, header, position, &mut ops);
+        index_batch(
+            interval,
+            seg,
+            &mut last_time_entry,
+            max_timestamp,
+            header,
+            position,
+            &mut ops,
+        );
         self.last_time_entry = last_time_entry;
         if !ops.is_empty() {
             self.index.apply(&self.name, &ops, false)?;
@@ -833,11 +874,17 @@ impl Log {
             return Ok(None);
         };
         for (base, seg) in self.segments.range(first_seg.base..) {
-            let start = if *base == first_seg.base { first_pos } else { 0 };
+            let start = if *base == first_seg.base {
+                first_pos
+            } else {
+                0
+            };
             let mut found = None;
             let mut failure = None;
             seg.walk(start, |_, bytes| {
-                let Some(h) = segment::header(bytes) else { return false };
+                let Some(h) = segment::header(bytes) else {
+                    return false;
+                };
                 if h.max_timestamp < timestamp {
                     return true;
                 }
@@ -930,8 +977,15 @@ impl Log {
         };
         self.generation += 1;
         let mut ops = Vec::new();
-        for b in self.segments.range(base + 1..).map(|(b, _)| *b).collect::<Vec<_>>() {
-            ops.push(IndexOp::DeleteMeta { key: segment_key(b) });
+        for b in self
+            .segments
+            .range(base + 1..)
+            .map(|(b, _)| *b)
+            .collect::<Vec<_>>()
+        {
+            ops.push(IndexOp::DeleteMeta {
+                key: segment_key(b),
+            });
             self.segments.remove(&b).expect("listed above").delete()?;
         }
         let seg = self.segments.get_mut(&base).expect("located above");
@@ -1035,7 +1089,9 @@ impl Log {
                 value: encode_i64s(&[new_start]),
             },
         ];
-        ops.extend(doomed.iter().map(|b| IndexOp::DeleteMeta { key: segment_key(*b) }));
+        ops.extend(doomed.iter().map(|b| IndexOp::DeleteMeta {
+            key: segment_key(*b),
+        }));
         self.index.apply(&self.name, &ops, true)?;
         for base in doomed {
             let seg = self.segments.remove(&base).expect("listed above");
@@ -1097,7 +1153,9 @@ fn index_batch(
             *last_time_entry = Some(ts);
         }
     }
-    seg.unindexed_bytes = seg.unindexed_bytes.saturating_add(header.total_len() as u64);
+    seg.unindexed_bytes = seg
+        .unindexed_bytes
+        .saturating_add(header.total_len() as u64);
 }
 
 /// End offset and greatest timestamp of a segment, from its batch headers.

@@ -51,7 +51,10 @@ impl Fixture {
     }
 
     fn segment_path(&self, base: Offset) -> std::path::PathBuf {
-        self.dir.path().join("logs/t-0").join(segment::file_name(base))
+        self.dir
+            .path()
+            .join("logs/t-0")
+            .join(segment::file_name(base))
     }
 }
 
@@ -89,7 +92,13 @@ fn offsets(log: &Log, from: Offset) -> Vec<Offset> {
         while at < bytes.len() {
             let len = BatchHeader::parse(&bytes[at..]).unwrap().total_len();
             let decoded = batch::decode(&bytes[at..at + len]).unwrap();
-            out.extend(decoded.records.iter().map(|r| r.offset).filter(|o| *o >= from));
+            out.extend(
+                decoded
+                    .records
+                    .iter()
+                    .map(|r| r.offset)
+                    .filter(|o| *o >= from),
+            );
             next = decoded.header.last_offset() + 1;
             at += len;
         }
@@ -126,7 +135,11 @@ fn read_honours_max_bytes_upper_bound_and_range() {
         log.append(&batch(1, 500, T0), 0).unwrap();
     }
     let one = log.read(0, 1, Offset::MAX).unwrap();
-    assert_eq!(BatchHeader::parse(&one).unwrap().total_len(), one.len(), "at least one batch");
+    assert_eq!(
+        BatchHeader::parse(&one).unwrap().total_len(),
+        one.len(),
+        "at least one batch"
+    );
     let some = log.read(0, 2000, Offset::MAX).unwrap();
     assert!(some.len() <= 2000 && some.len() > one.len());
     let below_hw = log.read(0, 1 << 20, 4).unwrap();
@@ -135,9 +148,16 @@ fn read_honours_max_bytes_upper_bound_and_range() {
     assert!(log.read(10, 100, Offset::MAX).unwrap().is_empty());
     assert!(matches!(
         log.read(11, 100, Offset::MAX),
-        Err(LogError::OffsetOutOfRange { offset: 11, log_start: 0, log_end: 10 })
+        Err(LogError::OffsetOutOfRange {
+            offset: 11,
+            log_start: 0,
+            log_end: 10
+        })
     ));
-    assert!(matches!(log.read(-1, 100, Offset::MAX), Err(LogError::OffsetOutOfRange { .. })));
+    assert!(matches!(
+        log.read(-1, 100, Offset::MAX),
+        Err(LogError::OffsetOutOfRange { .. })
+    ));
 }
 
 #[test]
@@ -158,7 +178,13 @@ fn bad_batches_are_refused_and_change_nothing() {
     let oversized = batch(1, 3000, T0);
     let mut bad_codec = batch(1, 10, T0).to_vec();
     bad_codec[22] |= 0x07;
-    for bad in [&corrupt[..], &truncated[..], &oversized[..], &bad_codec[..], &[][..]] {
+    for bad in [
+        &corrupt[..],
+        &truncated[..],
+        &oversized[..],
+        &bad_codec[..],
+        &[][..],
+    ] {
         assert!(matches!(log.append(bad, 0), Err(LogError::InvalidBatch(_))));
     }
     assert_eq!(log.log_end_offset(), 2);
@@ -199,9 +225,18 @@ fn offset_for_timestamp_finds_the_first_record_at_or_after() {
     }
     assert_eq!(log.offset_for_timestamp(T0 - 5).unwrap(), Some((0, T0)));
     assert_eq!(log.offset_for_timestamp(T0 + 3).unwrap(), Some((3, T0 + 3)));
-    assert_eq!(log.offset_for_timestamp(T0 + 1205).unwrap(), Some((125, T0 + 1205)));
-    assert_eq!(log.offset_for_timestamp(T0 + 1250).unwrap(), Some((130, T0 + 1300)));
-    assert_eq!(log.offset_for_timestamp(T0 + 4909).unwrap(), Some((499, T0 + 4909)));
+    assert_eq!(
+        log.offset_for_timestamp(T0 + 1205).unwrap(),
+        Some((125, T0 + 1205))
+    );
+    assert_eq!(
+        log.offset_for_timestamp(T0 + 1250).unwrap(),
+        Some((130, T0 + 1300))
+    );
+    assert_eq!(
+        log.offset_for_timestamp(T0 + 4909).unwrap(),
+        Some((499, T0 + 4909))
+    );
     assert_eq!(log.offset_for_timestamp(T0 + 4910).unwrap(), None);
 }
 
@@ -219,7 +254,10 @@ fn clean_restart_reads_no_segment_data() {
     }
     let (log, stats) = f.open(small());
     assert!(stats.clean);
-    assert_eq!(stats.bytes_scanned, 0, "however large the log, nothing is rescanned");
+    assert_eq!(
+        stats.bytes_scanned, 0,
+        "however large the log, nothing is rescanned"
+    );
     assert!(log.size_bytes() > 1 << 20);
     assert_eq!(log.log_end_offset(), 4 * 200 * 6);
     assert_eq!(offsets(&log, 4790), (4790..4800).collect::<Vec<_>>());
@@ -245,7 +283,11 @@ fn unclean_restart_scans_only_the_unflushed_tail() {
     assert!(!stats.clean);
     assert_eq!(stats.batches_recovered, 5);
     assert!(stats.bytes_scanned >= 5 * tail.len() as u64);
-    assert!(stats.bytes_scanned < flushed_size / 4, "scanned {}", stats.bytes_scanned);
+    assert!(
+        stats.bytes_scanned < flushed_size / 4,
+        "scanned {}",
+        stats.bytes_scanned
+    );
     assert_eq!(stats.bytes_truncated, 0);
     assert_eq!(log.log_end_offset(), 2020);
     assert_eq!(log.append(&batch(1, 1, T0), 0).unwrap().base_offset, 2020);
@@ -337,7 +379,11 @@ fn truncate_to_removes_the_batch_holding_the_offset_and_all_after() {
         log.append(&batch(3, 300, T0), 0).unwrap();
     }
     log.flush().unwrap();
-    assert_eq!(log.truncate_to(100).unwrap(), 99, "offset 100 sits in batch 99..=101");
+    assert_eq!(
+        log.truncate_to(100).unwrap(),
+        99,
+        "offset 100 sits in batch 99..=101"
+    );
     assert_eq!(log.log_end_offset(), 99);
     assert_eq!(offsets(&log, 90), (90..99).collect::<Vec<_>>());
     assert_eq!(log.append(&batch(1, 1, T0), 0).unwrap().base_offset, 99);
@@ -359,7 +405,10 @@ fn truncate_fully_starts_empty_at_the_offset() {
     log.append(&batch(5, 10, T0), 0).unwrap();
     log.truncate_fully_and_start_at(1000).unwrap();
     assert_eq!((log.log_start_offset(), log.log_end_offset()), (1000, 1000));
-    assert!(matches!(log.read(0, 100, Offset::MAX), Err(LogError::OffsetOutOfRange { .. })));
+    assert!(matches!(
+        log.read(0, 100, Offset::MAX),
+        Err(LogError::OffsetOutOfRange { .. })
+    ));
     let replicated = {
         let records = [NewRecord {
             timestamp: T0,
@@ -393,7 +442,10 @@ fn replicated_batches_keep_their_offsets_and_must_be_contiguous() {
     let again = leader.read(3, 1 << 20, Offset::MAX).unwrap();
     assert!(matches!(
         follower.append_replicated(&again),
-        Err(LogError::NonContiguous { expected: 15, got: 3 })
+        Err(LogError::NonContiguous {
+            expected: 15,
+            got: 3
+        })
     ));
     let mut broken = fetched.to_vec();
     broken.truncate(broken.len() - 1);
@@ -415,15 +467,28 @@ fn retention_deletes_whole_old_segments_below_the_high_watermark() {
         log.append(&batch(2, 400, T0 + i), 0).unwrap();
     }
     f.now.fetch_add(1_000, Ordering::SeqCst);
-    assert_eq!(log.apply_retention(Offset::MAX).unwrap().segments_deleted, 0, "nothing old yet");
+    assert_eq!(
+        log.apply_retention(Offset::MAX).unwrap().segments_deleted,
+        0,
+        "nothing old yet"
+    );
 
     f.now.fetch_add(3_600_000, Ordering::SeqCst);
     let held = log.apply_retention(20).unwrap();
-    assert!(held.log_start <= 20, "nothing at or above the high watermark goes");
+    assert!(
+        held.log_start <= 20,
+        "nothing at or above the high watermark goes"
+    );
     let all = log.apply_retention(Offset::MAX).unwrap();
-    assert_eq!(all.log_start, 80, "the expired active segment rolled and went too");
+    assert_eq!(
+        all.log_start, 80,
+        "the expired active segment rolled and went too"
+    );
     assert_eq!(log.log_start_offset(), 80);
-    assert!(matches!(log.read(0, 100, Offset::MAX), Err(LogError::OffsetOutOfRange { .. })));
+    assert!(matches!(
+        log.read(0, 100, Offset::MAX),
+        Err(LogError::OffsetOutOfRange { .. })
+    ));
     assert_eq!(log.append(&batch(1, 1, T0), 0).unwrap().base_offset, 80);
     log.close().unwrap();
     let f = f.reopen();
@@ -450,7 +515,10 @@ fn retention_by_size_keeps_the_log_under_the_limit() {
     assert!(outcome.segments_deleted > 0);
     assert!(log.size_bytes() >= 10_000 - 4096 && log.size_bytes() <= 10_000 + 4096);
     assert_eq!(before - outcome.bytes_deleted, log.size_bytes());
-    assert_eq!(offsets(&log, outcome.log_start).first(), Some(&outcome.log_start));
+    assert_eq!(
+        offsets(&log, outcome.log_start).first(),
+        Some(&outcome.log_start)
+    );
 }
 
 #[test]
@@ -480,7 +548,10 @@ fn a_failed_fsync_poisons_the_log() {
     );
     assert!(log.finish_flush(job, Err(failure)).is_err());
     assert!(log.is_poisoned());
-    assert!(matches!(log.append(&batch(1, 10, T0), 0), Err(LogError::Poisoned { .. })));
+    assert!(matches!(
+        log.append(&batch(1, 10, T0), 0),
+        Err(LogError::Poisoned { .. })
+    ));
     assert!(matches!(log.flush(), Err(LogError::Poisoned { .. })));
     assert_eq!(offsets(&log, 0), vec![0], "reads still work");
 }
@@ -489,13 +560,19 @@ fn a_failed_fsync_poisons_the_log() {
 fn invalid_names_and_configs_are_refused() {
     let f = Fixture::new();
     for name in ["", "a/b", "..", "x y", &"n".repeat(256)] {
-        assert!(matches!(f.data.open_log(name, small()), Err(LogError::InvalidName { .. })));
+        assert!(matches!(
+            f.data.open_log(name, small()),
+            Err(LogError::InvalidName { .. })
+        ));
     }
     let bad = LogConfig {
         segment_bytes: 1,
         ..small()
     };
-    assert!(matches!(f.data.open_log("t-1", bad), Err(LogError::InvalidConfig(_))));
+    assert!(matches!(
+        f.data.open_log("t-1", bad),
+        Err(LogError::InvalidConfig(_))
+    ));
     assert_eq!(f.data.log_names().unwrap(), Vec::<String>::new());
 }
 

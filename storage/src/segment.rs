@@ -104,7 +104,9 @@ impl Segment {
         let mut file = &*self.file;
         let mut rest = &mut slices[..];
         while !rest.is_empty() {
-            let n = file.write_vectored(rest).map_err(|e| self.error(Verb::Write, e))?;
+            let n = file
+                .write_vectored(rest)
+                .map_err(|e| self.error(Verb::Write, e))?;
             if n == 0 {
                 let e = std::io::Error::new(std::io::ErrorKind::WriteZero, "segment write");
                 return Err(self.error(Verb::Write, e));
@@ -142,7 +144,9 @@ impl Segment {
 
     /// Cuts the file to `len` bytes and makes the cut durable.
     pub fn truncate(&mut self, len: u64) -> Result<(), StorageError> {
-        self.file.set_len(len).map_err(|e| self.error(Verb::Truncate, e))?;
+        self.file
+            .set_len(len)
+            .map_err(|e| self.error(Verb::Truncate, e))?;
         self.size = len;
         self.sync()
     }
@@ -170,7 +174,9 @@ impl Segment {
             let mut at = 0usize;
             loop {
                 let rest = &chunk[at..];
-                let Some(total) = whole_batch_len(rest) else { break };
+                let Some(total) = whole_batch_len(rest) else {
+                    break;
+                };
                 if !visit(position + at as u64, &rest[..total]) {
                     return Ok((position + at as u64, scanned));
                 }

@@ -33,7 +33,11 @@ impl Suite {
 
     fn floor_finds_greatest_entry_at_or_below(index: impl OffsetIndex) {
         index
-            .apply("t-0", &[entry(0, 0, 0), entry(10, 0, 4096), entry(25, 20, 0)], false)
+            .apply(
+                "t-0",
+                &[entry(0, 0, 0), entry(10, 0, 4096), entry(25, 20, 0)],
+                false,
+            )
             .unwrap();
         let floor = |o| index.floor_offset("t-0", o).unwrap().map(|e| e.offset);
         assert_eq!(floor(0), Some(0));
@@ -50,10 +54,15 @@ impl Suite {
     fn logs_do_not_see_each_other(index: impl OffsetIndex) {
         // "a" is a prefix of "a.b" and "a-1": their key ranges must still be disjoint.
         index.apply("a", &[entry(100, 0, 1)], false).unwrap();
-        index.apply("a.b", &[entry(5, 0, 2), time(50, 5)], false).unwrap();
+        index
+            .apply("a.b", &[entry(5, 0, 2), time(50, 5)], false)
+            .unwrap();
         index.apply("a-1", &[entry(7, 0, 3)], false).unwrap();
         assert_eq!(index.floor_offset("a", 50).unwrap(), None);
-        assert_eq!(index.floor_offset("a.b", 1000).unwrap().unwrap().position, 2);
+        assert_eq!(
+            index.floor_offset("a.b", 1000).unwrap().unwrap().position,
+            2
+        );
         assert_eq!(index.last_time_before("a", 1000).unwrap(), None);
         index.apply("a", &[IndexOp::DropLog], false).unwrap();
         assert!(index.floor_offset("a.b", 5).unwrap().is_some());
@@ -79,7 +88,9 @@ impl Suite {
         index
             .apply("t", &[time(1, 0), time(2, 10), time(3, 20)], false)
             .unwrap();
-        index.apply("t", &[IndexOp::TruncateFrom(10)], false).unwrap();
+        index
+            .apply("t", &[IndexOp::TruncateFrom(10)], false)
+            .unwrap();
         assert_eq!(index.floor_offset("t", 100).unwrap().unwrap().offset, 0);
         assert_eq!(index.last_time_before("t", 100).unwrap().unwrap().offset, 0);
     }
@@ -90,7 +101,9 @@ impl Suite {
         index
             .apply("t", &[time(1, 0), time(2, 10), time(3, 20)], false)
             .unwrap();
-        index.apply("t", &[IndexOp::DeleteBefore(10)], false).unwrap();
+        index
+            .apply("t", &[IndexOp::DeleteBefore(10)], false)
+            .unwrap();
         assert_eq!(index.floor_offset("t", 9).unwrap(), None);
         assert_eq!(index.floor_offset("t", 15).unwrap().unwrap().offset, 10);
         assert_eq!(index.last_time_before("t", 2).unwrap(), None);
@@ -103,7 +116,15 @@ impl Suite {
             value: v.to_vec(),
         };
         index
-            .apply("t", &[put("segment/02", b"b"), put("segment/01", b"a"), put("x", b"x")], true)
+            .apply(
+                "t",
+                &[
+                    put("segment/02", b"b"),
+                    put("segment/01", b"a"),
+                    put("x", b"x"),
+                ],
+                true,
+            )
             .unwrap();
         assert_eq!(index.meta("t", "x").unwrap().as_deref(), Some(&b"x"[..]));
         let segments = index.meta_with_prefix("t", "segment/").unwrap();

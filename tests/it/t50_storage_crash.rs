@@ -32,7 +32,10 @@ fn run_writer_and_kill(dir: &std::path::Path, min_flushed: Offset) -> Offset {
     // SIGKILL while the writer is mid-append: it never stops between reports.
     child.kill().expect("kill -9 the writer");
     child.wait().expect("reap the writer");
-    assert!(flushed >= min_flushed, "writer reached only {flushed} before the deadline");
+    assert!(
+        flushed >= min_flushed,
+        "writer reached only {flushed} before the deadline"
+    );
     flushed
 }
 
@@ -52,11 +55,19 @@ fn check_log(dir: &std::path::Path) -> Offset {
         }
         let mut at = 0;
         while at < bytes.len() {
-            let len = BatchHeader::parse(&bytes[at..]).expect("header").total_len();
+            let len = BatchHeader::parse(&bytes[at..])
+                .expect("header")
+                .total_len();
             for record in decode(&bytes[at..at + len]).expect("valid batch").records {
                 assert_eq!(record.offset, next, "offsets are dense");
                 let value = record.value.expect("value");
-                assert_eq!(std::str::from_utf8(&value).unwrap().parse::<Offset>().unwrap(), next);
+                assert_eq!(
+                    std::str::from_utf8(&value)
+                        .unwrap()
+                        .parse::<Offset>()
+                        .unwrap(),
+                    next
+                );
                 next += 1;
             }
             at += len;
@@ -74,7 +85,10 @@ fn kill_9_during_appends_loses_nothing_flushed_and_recovers_a_valid_log() {
     for round in 1..=3 {
         let flushed = run_writer_and_kill(dir.path(), durable + 2_000);
         let end = check_log(dir.path());
-        assert!(end >= flushed, "round {round}: recovered {end} < flushed {flushed}");
+        assert!(
+            end >= flushed,
+            "round {round}: recovered {end} < flushed {flushed}"
+        );
         durable = end;
     }
 }

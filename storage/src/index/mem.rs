@@ -71,11 +71,7 @@ impl OffsetIndex for MemIndex {
         }))
     }
 
-    fn last_time_before(
-        &self,
-        log: &str,
-        timestamp: i64,
-    ) -> Result<Option<TimeEntry>, IndexError> {
+    fn last_time_before(&self, log: &str, timestamp: i64) -> Result<Option<TimeEntry>, IndexError> {
         Ok(self.with_log(log, |e| {
             e.times
                 .range(..timestamp)

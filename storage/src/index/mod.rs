@@ -41,8 +41,13 @@ pub enum IndexOp {
     TruncateFrom(Offset),
     /// Removes offset and time entries whose offset is `<` this one (retention).
     DeleteBefore(Offset),
-    PutMeta { key: String, value: Vec<u8> },
-    DeleteMeta { key: String },
+    PutMeta {
+        key: String,
+        value: Vec<u8>,
+    },
+    DeleteMeta {
+        key: String,
+    },
     /// Removes everything the log has in the index.
     DropLog,
 }
@@ -59,8 +64,7 @@ pub trait OffsetIndex: Send + Sync + 'static {
     fn floor_offset(&self, log: &str, offset: Offset) -> Result<Option<OffsetEntry>, IndexError>;
 
     /// The entry with the greatest timestamp `< timestamp`.
-    fn last_time_before(&self, log: &str, timestamp: i64)
-        -> Result<Option<TimeEntry>, IndexError>;
+    fn last_time_before(&self, log: &str, timestamp: i64) -> Result<Option<TimeEntry>, IndexError>;
 
     fn meta(&self, log: &str, key: &str) -> Result<Option<Vec<u8>>, IndexError>;
 

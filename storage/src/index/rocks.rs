@@ -76,9 +76,7 @@ fn corrupt(log: &str, what: &'static str) -> IndexError {
 
 fn decode_offset_entry(log: &str, key: &[u8], value: &[u8]) -> Result<OffsetEntry, IndexError> {
     let offset = suffix_u64(key, log).ok_or_else(|| corrupt(log, "offset key"))? as Offset;
-    let value: [u8; 16] = value
-        .try_into()
-        .map_err(|_| corrupt(log, "offset entry"))?;
+    let value: [u8; 16] = value.try_into().map_err(|_| corrupt(log, "offset entry"))?;
     let (segment, position) = value.split_at(8);
     Ok(OffsetEntry {
         offset,
@@ -230,11 +228,7 @@ impl OffsetIndex for RocksIndex {
         }
     }
 
-    fn last_time_before(
-        &self,
-        log: &str,
-        timestamp: i64,
-    ) -> Result<Option<TimeEntry>, IndexError> {
+    fn last_time_before(&self, log: &str, timestamp: i64) -> Result<Option<TimeEntry>, IndexError> {
         let Some(below) = timestamp.checked_sub(1) else {
             return Ok(None);
         };
