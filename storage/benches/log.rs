@@ -25,7 +25,9 @@ fn batch_of_1k_records(count: usize) -> Bytes {
             timestamp: 1_700_000_000_000 + i as i64,
             key: Some(Bytes::from(format!("key-{i:08}"))),
             value: Some(Bytes::from(
-                (0..1024u32).map(|j| (j.wrapping_mul(2654435761) >> 13) as u8 ^ i as u8).collect::<Vec<u8>>(),
+                (0..1024u32)
+                    .map(|j| (j.wrapping_mul(2654435761) >> 13) as u8 ^ i as u8)
+                    .collect::<Vec<u8>>(),
             )),
             headers: Vec::new(),
         })
@@ -43,7 +45,9 @@ fn config() -> LogConfig {
 
 fn append(c: &mut Criterion) {
     let mut group = c.benchmark_group("append");
-    group.sample_size(10).measurement_time(Duration::from_secs(10));
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(10));
     for (label, records) in [("16KiB", 16), ("1MiB", 1024)] {
         let batch = batch_of_1k_records(records);
         group.throughput(Throughput::Bytes(batch.len() as u64));
@@ -83,7 +87,9 @@ fn read(c: &mut Criterion) {
     let end = log.log_end_offset();
 
     let mut group = c.benchmark_group("read");
-    group.sample_size(10).measurement_time(Duration::from_secs(10));
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(10));
     for max_bytes in [1 << 20, 4 << 20] {
         group.throughput(Throughput::Bytes(max_bytes as u64));
         group.bench_function(BenchmarkId::new("page_cache", max_bytes), |b| {

@@ -12,7 +12,10 @@ use keel_storage::batch::{encode, BatchParams, NewRecord};
 use keel_storage::{DataDir, LogConfig, RecoveryStats};
 
 fn env_u64(key: &str, default: u64) -> u64 {
-    std::env::var(key).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(key)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn batch_1mib() -> Bytes {
@@ -71,13 +74,21 @@ fn main() {
         log.append(&batch, 0).expect("append");
     }
     log.close().expect("close");
-    eprintln!("wrote {gib} GiB in {:.1} s", write_start.elapsed().as_secs_f64());
+    eprintln!(
+        "wrote {gib} GiB in {:.1} s",
+        write_start.elapsed().as_secs_f64()
+    );
 
     println!("| open after                   | log size     | clean        | bytes scanned  | open time    |");
     println!("|------------------------------|--------------|--------------|----------------|--------------|");
     for round in 1..=3 {
         let (log, stats, took) = timed_open(&data);
-        row(&format!("clean shutdown (run {round})"), log.size_bytes(), &stats, took);
+        row(
+            &format!("clean shutdown (run {round})"),
+            log.size_bytes(),
+            &stats,
+            took,
+        );
         log.close().expect("close");
     }
     let (mut log, _, _) = timed_open(&data);
@@ -86,6 +97,11 @@ fn main() {
     }
     drop(log);
     let (log, stats, took) = timed_open(&data);
-    row(&format!("crash, {unflushed_mib} MiB unflushed"), log.size_bytes(), &stats, took);
+    row(
+        &format!("crash, {unflushed_mib} MiB unflushed"),
+        log.size_bytes(),
+        &stats,
+        took,
+    );
     drop(log);
 }

@@ -1174,3 +1174,7 @@ fn summarize(seg: &Segment) -> Result<(Offset, Option<i64>), StorageError> {
 #[cfg(test)]
 #[path = "log_test.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "log_model_test.rs"]
+mod model_tests;
