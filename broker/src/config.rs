@@ -1,35 +1,494 @@
-//! The node's configuration. Today: identity and data directory; the metadata-quorum issue
-//! adds listeners, roles and voters, with TOML and `KEEL_*` environment overrides.
+//! The node's configuration: one TOML file, every key overridable by a `KEEL_<KEY>`
+//! environment variable, and a few by flags (file < environment < flags).
+//!
+//! Keys (TOML name; environment `KEEL_` + upper case; flag `--` + dashes):
+//! `node_id`, `roles` (`broker`, `controller` or `broker,controller`), `listen` (client gRPC),
+//! `internal_listen` (Raft, controller and replication traffic), `http_listen` (metrics and
+//! health), `data_dir`, `controller_voters` (`1@host:port,2@host:port,...`), `rack`.
+//!
+//! Library code never reads the environment: the binary hands [`Config::load`] the environment
+//! provider ([`Config::env`]), and tests hand it whatever they like.
 
-use std::path::PathBuf;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::{Figment, Provider};
+use serde::{Deserialize, Serialize};
+
+/// Every key of the config, as written in TOML (and, upper-cased, after `KEEL_`).
+pub const KEYS: [&str; 8] = [
+    "node_id",
+    "roles",
+    "listen",
+    "internal_listen",
+    "http_listen",
+    "data_dir",
+    "controller_voters",
+    "rack",
+];
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct Config {
-    /// `node.id`: unique in the cluster.
+    /// Unique id of this node in the cluster.
     pub node_id: u32,
-    /// `data.dir`: where segment files and the index live.
+    pub roles: Roles,
+    /// Client gRPC listener.
+    pub listen: SocketAddr,
+    /// Raft, controller and replication listener.
+    pub internal_listen: SocketAddr,
+    /// `/metrics`, `/healthz`, `/readyz`.
+    pub http_listen: SocketAddr,
+    /// Where segment files, the index and the metadata log live.
     pub data_dir: PathBuf,
+    /// The controller quorum's voters and their internal addresses.
+    pub controller_voters: Voters,
+    /// Rack (or zone) for rack-aware replica placement.
+    pub rack: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            node_id: 1,
+            roles: Roles::Combined,
+            listen: SocketAddr::from(([127, 0, 0, 1], 9292)),
+            internal_listen: SocketAddr::from(([127, 0, 0, 1], 9293)),
+            http_listen: SocketAddr::from(([127, 0, 0, 1], 9294)),
+            data_dir: PathBuf::from("data"),
+            controller_voters: Voters::default(),
+            rack: None,
+        }
+    }
+}
+
+/// What a node does: serve partitions, vote in the controller quorum, or both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum Roles {
+    Broker,
+    Controller,
+    Combined,
+}
+
+impl Roles {
+    pub fn is_broker(self) -> bool {
+        matches!(self, Roles::Broker | Roles::Combined)
+    }
+
+    pub fn is_controller(self) -> bool {
+        matches!(self, Roles::Controller | Roles::Combined)
+    }
+}
+
+impl FromStr for Roles {
+    type Err = ConfigError;
+
+    fn from_str(s: &str) -> Result<Roles, ConfigError> {
+        let mut broker = false;
+        let mut controller = false;
+        for role in s.split(',').map(str::trim) {
+            match role {
+                "broker" => broker = true,
+                "controller" => controller = true,
+                _ => {
+                    return Err(ConfigError::UnknownRole {
+                        role: role.to_owned(),
+                    })
+                }
+            }
+        }
+        Ok(match (broker, controller) {
+            (true, true) => Roles::Combined,
+            (true, false) => Roles::Broker,
+            _ => Roles::Controller,
+        })
+    }
+}
+
+impl TryFrom<String> for Roles {
+    type Error = ConfigError;
+    fn try_from(s: String) -> Result<Roles, ConfigError> {
+        s.parse()
+    }
+}
+
+impl From<Roles> for String {
+    fn from(r: Roles) -> String {
+        r.to_string()
+    }
+}
+
+impl fmt::Display for Roles {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Roles::Broker => "broker",
+            Roles::Controller => "controller",
+            Roles::Combined => "broker,controller",
+        })
+    }
+}
+
+/// The controller voters, `id@host:port` separated by commas, by node id.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Voters(pub BTreeMap<u32, String>);
+
+impl FromStr for Voters {
+    type Err = ConfigError;
+
+    fn from_str(s: &str) -> Result<Voters, ConfigError> {
+        let mut voters = BTreeMap::new();
+        for entry in s.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+            let bad = || ConfigError::BadVoter {
+                entry: entry.to_owned(),
+            };
+            let (id, addr) = entry.split_once('@').ok_or_else(bad)?;
+            let id: u32 = id.parse().map_err(|_| bad())?;
+            let (host, port) = addr.rsplit_once(':').ok_or_else(bad)?;
+            if host.is_empty() || port.parse::<u16>().is_err() {
+                return Err(bad());
+            }
+            if voters.insert(id, addr.to_owned()).is_some() {
+                return Err(ConfigError::DuplicateVoter { id });
+            }
+        }
+        Ok(Voters(voters))
+    }
+}
+
+impl TryFrom<String> for Voters {
+    type Error = ConfigError;
+    fn try_from(s: String) -> Result<Voters, ConfigError> {
+        s.parse()
+    }
+}
+
+impl From<Voters> for String {
+    fn from(v: Voters) -> String {
+        v.to_string()
+    }
+}
+
+impl fmt::Display for Voters {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let entries: Vec<String> = self.0.iter().map(|(id, a)| format!("{id}@{a}")).collect();
+        f.write_str(&entries.join(","))
+    }
+}
+
+/// Values given as command-line flags; they win over the file and the environment.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Flags {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node_id: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub roles: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<SocketAddr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub internal_listen: Option<SocketAddr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_listen: Option<SocketAddr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub controller_voters: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rack: Option<String>,
+}
+
+/// A config that cannot be used; each names the key at fault.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ConfigError {
-    #[error("data.dir must not be empty")]
+    #[error("roles: unknown role {role:?} (use broker, controller or broker,controller)")]
+    UnknownRole { role: String },
+    #[error("controller_voters: {entry:?} is not id@host:port")]
+    BadVoter { entry: String },
+    #[error("controller_voters: node {id} is listed twice")]
+    DuplicateVoter { id: u32 },
+    #[error("controller_voters: must name at least one voter (id@host:port)")]
+    NoVoters,
+    #[error("controller_voters: node {node_id} has the controller role but is not a voter")]
+    ControllerNotVoter { node_id: u32 },
+    #[error("data_dir: must not be empty")]
     EmptyDataDir,
+    #[error("{a} and {b} must differ, both are {addr}")]
+    SameListener {
+        a: &'static str,
+        b: &'static str,
+        addr: SocketAddr,
+    },
+    #[error("rack: {rack:?} must be 1 to 64 letters, digits, '.', '_' or '-'")]
+    BadRack { rack: String },
+    #[error("config file {path}: not found")]
+    MissingFile { path: PathBuf },
+    #[error("{0}")]
+    Invalid(Box<figment::Error>),
 }
 
 impl Config {
-    /// The one-node development setup of `keeld --dev`.
+    /// The one-node development cluster of `keeld --dev`: both roles, its own single voter,
+    /// data under `.keel-dev/`.
     pub fn dev() -> Config {
+        let defaults = Config::default();
+        let voters = format!("1@{}", defaults.internal_listen);
         Config {
-            node_id: 1,
             data_dir: PathBuf::from(".keel-dev/data"),
+            controller_voters: voters.parse().expect("the dev voter string is well formed"),
+            ..defaults
         }
     }
 
+    /// The `KEEL_<KEY>` environment variables, for the binary to pass to [`Config::load`].
+    pub fn env() -> Env {
+        Env::prefixed("KEEL_").only(&KEYS)
+    }
+
+    /// Builds the config from `base` (defaults or [`Config::dev`]), then the TOML `file`, then
+    /// `env`, then `flags`, and validates it.
+    pub fn load(
+        base: Config,
+        file: Option<&Path>,
+        env: impl Provider,
+        flags: Flags,
+    ) -> Result<Config, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(base));
+        if let Some(path) = file {
+            if !path.is_file() {
+                return Err(ConfigError::MissingFile {
+                    path: path.to_owned(),
+                });
+            }
+            figment = figment.merge(Toml::file(path));
+        }
+        let config: Config = figment
+            .merge(env)
+            .merge(Serialized::defaults(flags))
+            .extract()
+            .map_err(|e| ConfigError::Invalid(Box::new(e)))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks values and the rules between them.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.data_dir.as_os_str().is_empty() {
             return Err(ConfigError::EmptyDataDir);
         }
+        if self.controller_voters.0.is_empty() {
+            return Err(ConfigError::NoVoters);
+        }
+        if self.roles.is_controller() && !self.controller_voters.0.contains_key(&self.node_id) {
+            return Err(ConfigError::ControllerNotVoter {
+                node_id: self.node_id,
+            });
+        }
+        let listeners = [
+            ("listen", self.listen),
+            ("internal_listen", self.internal_listen),
+            ("http_listen", self.http_listen),
+        ];
+        for (i, (a, addr_a)) in listeners.iter().enumerate() {
+            for (b, addr_b) in &listeners[i + 1..] {
+                if addr_a == addr_b && addr_a.port() != 0 {
+                    return Err(ConfigError::SameListener {
+                        a,
+                        b,
+                        addr: *addr_a,
+                    });
+                }
+            }
+        }
+        if let Some(rack) = &self.rack {
+            let ok = (1..=64).contains(&rack.len())
+                && rack
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+            if !ok {
+                return Err(ConfigError::BadRack { rack: rack.clone() });
+            }
+        }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+// figment's Jail closures return figment::Error, which is large; that is its API, not ours.
+#[allow(clippy::result_large_err)]
+mod tests {
+    use super::*;
+    use figment::Jail;
+
+    fn load_in(
+        jail: &Jail,
+        base: Config,
+        file: Option<&str>,
+        flags: Flags,
+    ) -> Result<Config, ConfigError> {
+        let path = file.map(|_| jail.directory().join("keeld.toml"));
+        Config::load(base, path.as_deref(), Config::env(), flags)
+    }
+
+    #[test]
+    fn dev_config_is_valid() {
+        assert_eq!(Config::dev().validate(), Ok(()));
+        assert_eq!(
+            Config::dev().controller_voters.to_string(),
+            "1@127.0.0.1:9293"
+        );
+    }
+
+    #[test]
+    fn file_then_environment_then_flags() {
+        Jail::expect_with(|jail| {
+            jail.create_file(
+                "keeld.toml",
+                r#"
+                node_id = 2
+                roles = "broker"
+                data_dir = "/var/lib/keel"
+                controller_voters = "1@10.0.0.1:9293,2@10.0.0.2:9293,3@10.0.0.3:9293"
+                rack = "a"
+                "#,
+            )?;
+            jail.set_env("KEEL_RACK", "b");
+            jail.set_env("KEEL_NODE_ID", "3");
+            jail.set_env("KEEL_BOOTSTRAP", "the CLI's variable, not ours");
+            let flags = Flags {
+                node_id: Some(4),
+                ..Flags::default()
+            };
+            let config = load_in(jail, Config::default(), Some("keeld.toml"), flags).unwrap();
+            assert_eq!(config.node_id, 4, "flag beats environment");
+            assert_eq!(config.rack.as_deref(), Some("b"), "environment beats file");
+            assert_eq!(config.roles, Roles::Broker);
+            assert_eq!(config.data_dir, PathBuf::from("/var/lib/keel"));
+            assert_eq!(config.controller_voters.0.len(), 3);
+            assert_eq!(config.listen, Config::default().listen);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn bad_keys_and_values_are_named() {
+        Jail::expect_with(|jail| {
+            jail.create_file("keeld.toml", "node_id = 1\nretention = 5\n")?;
+            let err =
+                load_in(jail, Config::dev(), Some("keeld.toml"), Flags::default()).unwrap_err();
+            assert!(err.to_string().contains("retention"), "{err}");
+
+            jail.create_file("keeld.toml", "roles = \"brokr\"\n")?;
+            let err =
+                load_in(jail, Config::dev(), Some("keeld.toml"), Flags::default()).unwrap_err();
+            assert!(err.to_string().contains("brokr"), "{err}");
+
+            jail.create_file("keeld.toml", "listen = \"nowhere\"\n")?;
+            let err =
+                load_in(jail, Config::dev(), Some("keeld.toml"), Flags::default()).unwrap_err();
+            assert!(err.to_string().contains("listen"), "{err}");
+
+            jail.set_env("KEEL_NODE_ID", "minus one");
+            let err = load_in(jail, Config::dev(), None, Flags::default()).unwrap_err();
+            assert!(err.to_string().to_lowercase().contains("node_id"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn rules_between_keys() {
+        let cases: Vec<(Config, &str)> = vec![
+            (
+                Config {
+                    controller_voters: Voters::default(),
+                    ..Config::dev()
+                },
+                "controller_voters",
+            ),
+            (
+                Config {
+                    node_id: 7,
+                    ..Config::dev()
+                },
+                "not a voter",
+            ),
+            (
+                Config {
+                    http_listen: Config::dev().listen,
+                    ..Config::dev()
+                },
+                "must differ",
+            ),
+            (
+                Config {
+                    rack: Some("a b".into()),
+                    ..Config::dev()
+                },
+                "rack",
+            ),
+            (
+                Config {
+                    data_dir: PathBuf::new(),
+                    ..Config::dev()
+                },
+                "data_dir",
+            ),
+        ];
+        for (config, needle) in cases {
+            let err = config.validate().unwrap_err().to_string();
+            assert!(err.contains(needle), "{err} should mention {needle}");
+        }
+        let broker_only = Config {
+            node_id: 7,
+            roles: Roles::Broker,
+            ..Config::dev()
+        };
+        assert_eq!(
+            broker_only.validate(),
+            Ok(()),
+            "a broker need not be a voter"
+        );
+    }
+
+    #[test]
+    fn the_shipped_example_file_loads_and_documents_every_key() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/keeld.example.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        for key in KEYS {
+            assert!(
+                text.contains(&format!("{key} =")),
+                "{key} is not in the example"
+            );
+        }
+        Jail::expect_with(|_| {
+            let config = Config::load(
+                Config::default(),
+                Some(&path),
+                Config::env(),
+                Flags::default(),
+            )
+            .map_err(|e| e.to_string())?;
+            assert_eq!(config.data_dir, PathBuf::from("/var/lib/keel"));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn voters_and_roles_parse() {
+        let voters: Voters = "1@a:1, 2@b:2".parse().unwrap();
+        assert_eq!(voters.to_string(), "1@a:1,2@b:2");
+        for bad in ["x@a:1", "1a:1", "1@a", "1@:9", "1@a:99999"] {
+            assert!(bad.parse::<Voters>().is_err(), "{bad}");
+        }
+        assert_eq!(
+            "1@a:1,1@b:2".parse::<Voters>(),
+            Err(ConfigError::DuplicateVoter { id: 1 })
+        );
+        assert_eq!("controller, broker".parse::<Roles>(), Ok(Roles::Combined));
+        assert!("leader".parse::<Roles>().is_err());
     }
 }

@@ -1,33 +1,61 @@
 //! `keeld`: the Keel server.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::Parser;
+use keel_broker::config::Flags;
 use keel_broker::{Config, Node};
 
 #[derive(Parser, Debug)]
 #[command(name = "keeld", version, about = "The Keel server")]
 struct Args {
-    /// Start a one-node development cluster with a local data directory.
+    /// Start a one-node development cluster (both roles, data in .keel-dev/): no other flag
+    /// or file needed.
     #[arg(long)]
     dev: bool,
+    /// TOML config file; `KEEL_<KEY>` environment variables override it, flags override both.
+    #[arg(long)]
+    config: Option<PathBuf>,
     /// This node's id, unique in the cluster.
-    #[arg(long, env = "KEEL_NODE_ID")]
+    #[arg(long)]
     node_id: Option<u32>,
-    /// Folder for segment files and the index.
-    #[arg(long, env = "KEEL_DATA_DIR")]
+    /// broker, controller, or broker,controller.
+    #[arg(long)]
+    roles: Option<String>,
+    /// Client gRPC listener (default 127.0.0.1:9292).
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Raft, controller and replication listener (default 127.0.0.1:9293).
+    #[arg(long)]
+    internal_listen: Option<SocketAddr>,
+    /// Metrics and health listener (default 127.0.0.1:9294).
+    #[arg(long)]
+    http_listen: Option<SocketAddr>,
+    /// Folder for segment files, the index and the metadata log.
+    #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// Controller voters: 1@host:port,2@host:port,...
+    #[arg(long)]
+    controller_voters: Option<String>,
+    /// Rack or zone, for rack-aware replica placement.
+    #[arg(long)]
+    rack: Option<String>,
 }
 
-fn config(args: &Args) -> Config {
-    let mut config = Config::dev();
-    if let Some(id) = args.node_id {
-        config.node_id = id;
+impl Args {
+    fn flags(&self) -> Flags {
+        Flags {
+            node_id: self.node_id,
+            roles: self.roles.clone(),
+            listen: self.listen,
+            internal_listen: self.internal_listen,
+            http_listen: self.http_listen,
+            data_dir: self.data_dir.clone(),
+            controller_voters: self.controller_voters.clone(),
+            rack: self.rack.clone(),
+        }
     }
-    if let Some(dir) = &args.data_dir {
-        config.data_dir = dir.clone();
-    }
-    config
 }
 
 #[tokio::main]
@@ -38,7 +66,14 @@ async fn main() -> anyhow::Result<()> {
         )
         .init();
     let args = Args::parse();
-    let node = Node::start(config(&args))?;
+    let base = if args.dev {
+        Config::dev()
+    } else {
+        Config::default()
+    };
+    let config = Config::load(base, args.config.as_deref(), Config::env(), args.flags())
+        .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+    let node = Node::start(config)?;
     node.run(async {
         let _ = tokio::signal::ctrl_c().await;
     })
