@@ -39,6 +39,8 @@ fn config() -> LogConfig {
     LogConfig {
         segment_bytes: 256 << 20,
         retention_ms: None,
+        // 1024 records of 1 KiB make a batch just over Kafka's default max.message.bytes.
+        max_message_bytes: 2 << 20,
         ..LogConfig::default()
     }
 }

@@ -33,6 +33,8 @@ fn batch_1mib() -> Bytes {
 fn config() -> LogConfig {
     LogConfig {
         retention_ms: None,
+        // 1024 records of 1 KiB make a batch just over Kafka's default max.message.bytes.
+        max_message_bytes: 2 << 20,
         ..LogConfig::default()
     }
 }
