@@ -78,17 +78,14 @@ fn contents(log: &Log) -> Vec<(Offset, Bytes)> {
         if bytes.is_empty() {
             return out;
         }
-        let mut at = 0;
-        while at < bytes.len() {
-            let len = BatchHeader::parse(&bytes[at..]).unwrap().total_len();
-            let decoded = batch::decode(&bytes[at..at + len]).unwrap();
+        for one in batch::split(&bytes) {
+            let decoded = batch::decode(one.unwrap()).unwrap();
             for r in decoded.records {
                 if r.offset >= next {
                     out.push((r.offset, r.value.unwrap_or_default()));
                 }
             }
             next = decoded.header.last_offset() + 1;
-            at += len;
         }
     }
 }

@@ -88,10 +88,8 @@ fn offsets(log: &Log, from: Offset) -> Vec<Offset> {
         if bytes.is_empty() {
             return out;
         }
-        let mut at = 0;
-        while at < bytes.len() {
-            let len = BatchHeader::parse(&bytes[at..]).unwrap().total_len();
-            let decoded = batch::decode(&bytes[at..at + len]).unwrap();
+        for one in batch::split(&bytes) {
+            let decoded = batch::decode(one.unwrap()).unwrap();
             out.extend(
                 decoded
                     .records
@@ -100,7 +98,6 @@ fn offsets(log: &Log, from: Offset) -> Vec<Offset> {
                     .filter(|o| *o >= from),
             );
             next = decoded.header.last_offset() + 1;
-            at += len;
         }
     }
 }

@@ -4,7 +4,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use keel_storage::batch::{decode, BatchHeader};
+use keel_storage::batch::{decode, split};
 use keel_storage::{DataDir, LogConfig, Offset};
 
 /// Starts the writer, waits until it has flushed at least `min_flushed`, kills it with
@@ -53,12 +53,11 @@ fn check_log(dir: &std::path::Path) -> Offset {
         if bytes.is_empty() {
             break;
         }
-        let mut at = 0;
-        while at < bytes.len() {
-            let len = BatchHeader::parse(&bytes[at..])
-                .expect("header")
-                .total_len();
-            for record in decode(&bytes[at..at + len]).expect("valid batch").records {
+        for one in split(&bytes) {
+            for record in decode(one.expect("whole batch"))
+                .expect("valid batch")
+                .records
+            {
                 assert_eq!(record.offset, next, "offsets are dense");
                 let value = record.value.expect("value");
                 assert_eq!(
@@ -70,7 +69,6 @@ fn check_log(dir: &std::path::Path) -> Offset {
                 );
                 next += 1;
             }
-            at += len;
         }
     }
     assert_eq!(next, log.log_end_offset());

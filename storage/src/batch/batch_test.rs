@@ -938,3 +938,17 @@ fn headers_walk_a_segment_of_concatenated_batches() {
     }
     assert_eq!(offsets, [(0, 1), (2, 3), (4, 5), (6, 7), (8, 9)]);
 }
+
+#[test]
+fn split_yields_each_batch_and_flags_a_torn_last_one() {
+    let mut joined = keel_vector();
+    joined.extend_from_slice(&kafka_vector());
+    let parts: Vec<&[u8]> = split(&joined).map(Result::unwrap).collect();
+    assert_eq!(parts, vec![&keel_vector()[..], &kafka_vector()[..]]);
+    let torn = &joined[..joined.len() - 1];
+    let results: Vec<_> = split(torn).collect();
+    assert_eq!(results.len(), 2);
+    assert!(results[0].is_ok());
+    assert!(matches!(results[1], Err(BatchError::LengthMismatch { .. })));
+    assert_eq!(split(&[]).count(), 0);
+}

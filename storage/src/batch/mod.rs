@@ -261,6 +261,34 @@ pub fn decode_with_limit(
 ///
 /// Refuses an empty `records` (Kafka never writes a produced batch without records) and
 /// timestamps below -1, as Kafka's producer does.
+/// Splits back-to-back batches (a fetch response, a stretch of a segment) into single batches,
+/// without checking CRCs. Ends with an error at a header that cannot be read or a batch that
+/// runs past the end of `buf`.
+pub fn split(buf: &[u8]) -> impl Iterator<Item = Result<&[u8], BatchError>> {
+    let mut rest = buf;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let total = match BatchHeader::parse(rest) {
+            Ok(header) => header.total_len(),
+            Err(e) => {
+                rest = &[];
+                return Some(Err(e));
+            }
+        };
+        if total > rest.len() {
+            let declared = total as i64 - LOG_OVERHEAD as i64;
+            let actual = rest.len();
+            rest = &[];
+            return Some(Err(BatchError::LengthMismatch { declared, actual }));
+        }
+        let (one, tail) = rest.split_at(total);
+        rest = tail;
+        Some(Ok(one))
+    })
+}
+
 pub fn encode(params: &BatchParams, records: &[NewRecord]) -> Result<Bytes, BatchError> {
     let first = records.first().ok_or(BatchError::EmptyBatch)?;
     let record_count = i32::try_from(records.len()).map_err(|_| BatchError::FieldOverflow {
