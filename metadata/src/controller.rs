@@ -636,7 +636,7 @@ pub fn register_broker(
         rack: req.rack.clone(),
         timestamp_ms: now_ms,
     }));
-    Ok(out).map(Registration::Records)
+    Ok(Registration::Records(out))
 }
 
 fn current_broker(

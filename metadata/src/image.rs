@@ -11,10 +11,10 @@
 //! image before proposing, so a refusal at apply time means two proposals raced.
 //!
 //! # Layout
-//! - [`MetadataImage`]: brokers, topics by id and by name, partitions, next producer id, and
+//! - [`MetadataImage`] — brokers, topics by id and by name, partitions, next producer id, and
 //!   the offset of the last applied entry;
 //! - [`BrokerRegistration`], [`BrokerState`], [`TopicImage`], [`PartitionState`];
-//! - [`ApplyError`]: why a record was refused;
+//! - [`ApplyError`] — why a record was refused;
 //! - tests at the bottom: worked examples, one per record kind.
 
 use std::collections::BTreeMap;

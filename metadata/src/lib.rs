@@ -2,16 +2,16 @@
 //! state machine, and the controller logic (placement, fencing, ISR and leader changes).
 //!
 //! # Layout
-//! - [`records`]: the typed records of the metadata log (brokers, topics, partitions,
+//! - [`records`] — the typed records of the metadata log (brokers, topics, partitions,
 //!   configs, producer-id blocks);
-//! - [`image`]: [`MetadataImage`](image::MetadataImage), built by applying records in log
+//! - [`image`] — [`MetadataImage`](image::MetadataImage), built by applying records in log
 //!   order, deterministically;
-//! - [`controller`]: pure functions that turn requests into records or typed errors
+//! - [`controller`] — pure functions that turn requests into records or typed errors
 //!   (topic validation, replica placement, fencing, controlled shutdown, AlterPartition);
-//! - [`store`]: openraft's [`TypeConfig`](store::TypeConfig), the RocksDB log store, the state
+//! - [`store`] — openraft's [`TypeConfig`](store::TypeConfig), the RocksDB log store, the state
 //!   machine holding the image with its snapshots, [`MetadataView`](store::MetadataView), and
 //!   [`store::start`] to run a node;
-//! - [`testing`]: an in-process Raft transport ([`Router`](testing::Router)) for tests.
+//! - [`testing`] — an in-process Raft transport ([`Router`](testing::Router)) for tests.
 
 pub mod controller;
 pub mod image;

@@ -8,7 +8,7 @@
 //! # Layout
 //! - ids and epochs: [`BrokerId`], [`TopicId`], [`IncarnationId`], the epoch aliases;
 //! - [`Endpoint`], [`BrokerEndpoints`]: where a broker listens;
-//! - [`Record`]: the enum of all records, one variant per kind of change;
+//! - [`Record`] — the enum of all records, one variant per kind of change;
 //! - one struct per record kind carrying its fields.
 //!
 //! Encoding: records are serialized with serde (JSON in the log, see `store`). New fields must
@@ -334,7 +334,7 @@ mod tests {
 
     #[test]
     fn records_round_trip_through_json() {
-        let recs = vec![
+        let recs: Vec<Record> = vec![
             Record::RegisterBroker(RegisterBroker {
                 broker_id: 1,
                 incarnation_id: IncarnationId(7),

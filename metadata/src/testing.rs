@@ -5,7 +5,7 @@
 //! clusters with it; production nodes use the gRPC transport.
 //!
 //! # Layout
-//! - [`Router`]: the registry of running nodes and the isolation knob;
+//! - [`Router`] — the registry of running nodes and the isolation knob;
 //! - [`RouterNetwork`] / [`RouterConnection`]: openraft's `RaftNetworkFactory` / `RaftNetwork`;
 //! - `cluster_test.rs`: a three-node quorum with elections, failover, restart and snapshot
 //!   catch-up.

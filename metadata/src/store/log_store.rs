@@ -6,7 +6,7 @@
 //! the order it was submitted.
 //!
 //! # Layout
-//! - [`LogStore`]: `RaftLogReader` + `RaftLogStorage`;
+//! - [`LogStore`] — `RaftLogReader` + `RaftLogStorage`;
 //! - key helpers: a log index is its 8 big-endian bytes, so RocksDB's key order is log order.
 
 use std::fmt::Debug;

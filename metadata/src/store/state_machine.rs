@@ -10,10 +10,10 @@
 //! [`MetadataView`] is how the rest of the node reads metadata without touching Raft.
 //!
 //! # Layout
-//! - [`StateMachine`]: `RaftStateMachine`;
-//! - [`SnapshotBuilder`]: a frozen copy of the state, serialized and stored by
+//! - [`StateMachine`] — `RaftStateMachine`;
+//! - [`SnapshotBuilder`] — a frozen copy of the state, serialized and stored by
 //!   `build_snapshot`;
-//! - [`MetadataView`]: the read side of the watch channel.
+//! - [`MetadataView`] — the read side of the watch channel.
 
 use std::io::Cursor;
 use std::sync::atomic::{AtomicU64, Ordering};
