@@ -2,5 +2,19 @@
 //! state machine, and the controller logic (placement, fencing, ISR and leader changes).
 //!
 //! # Layout
-//! Empty until the metadata-quorum issue lands; the crate exists so that the dependency
-//! direction of the workspace (`broker` → `metadata` → `proto`) is fixed from the start.
+//! - [`records`] — the typed records of the metadata log (brokers, topics, partitions,
+//!   configs, producer-id blocks);
+//! - [`image`] — [`MetadataImage`](image::MetadataImage), built by applying records in log
+//!   order, deterministically;
+//! - [`controller`] — pure functions that turn requests into records or typed errors
+//!   (topic validation, replica placement, fencing, controlled shutdown, AlterPartition);
+//! - [`store`] — openraft's [`TypeConfig`](store::TypeConfig), the RocksDB log store, the state
+//!   machine holding the image with its snapshots, [`MetadataView`](store::MetadataView), and
+//!   [`store::start`] to run a node;
+//! - [`testing`] — an in-process Raft transport ([`Router`](testing::Router)) for tests.
+
+pub mod controller;
+pub mod image;
+pub mod records;
+pub mod store;
+pub mod testing;
