@@ -1,0 +1,372 @@
+//! The command line: global flags, verbs and their flags (clap derive), and the parsers of
+//! flag values clap cannot check by type (`KEY=VALUE`, config keys).
+
+use clap::{value_parser, ArgAction, Parser, Subcommand, ValueEnum};
+
+/// `keel`: Keel's admin and console tool.
+#[derive(Parser, Debug, Clone, PartialEq, Eq)]
+#[command(name = "keel", version, about = "Keel's admin and console tool")]
+pub struct Args {
+    /// Nodes to bootstrap from, host:port[,host:port]; tried in order.
+    #[arg(
+        long,
+        env = "KEEL_BOOTSTRAP",
+        default_value = "127.0.0.1:9292",
+        value_delimiter = ',',
+        value_name = "HOST:PORT",
+        global = true
+    )]
+    pub bootstrap: Vec<String>,
+
+    /// How to print results: aligned columns, or one JSON document for scripts.
+    #[arg(
+        long,
+        short = 'o',
+        value_enum,
+        default_value_t = OutputFormat::Table,
+        global = true
+    )]
+    pub output: OutputFormat,
+
+    /// Log what the tool does (connections, retries) on stderr; -vv for more.
+    #[arg(short, long, action = ArgAction::Count, global = true)]
+    pub verbose: u8,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// How results are printed.
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputFormat {
+    /// Aligned columns with a header row.
+    Table,
+    /// One JSON document.
+    Json,
+}
+
+/// The verbs.
+#[derive(Subcommand, Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Create, list, describe, delete and change topics.
+    #[command(subcommand)]
+    Topic(TopicCommand),
+    /// Describe the cluster's brokers and active controller.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
+    /// Describe the metadata quorum (Raft).
+    #[command(subcommand)]
+    Quorum(QuorumCommand),
+}
+
+/// `keel topic ...`
+#[derive(Subcommand, Debug, Clone, PartialEq, Eq)]
+pub enum TopicCommand {
+    /// Create a topic.
+    Create {
+        /// Topic name: 1 to 249 characters from a-z A-Z 0-9 . _ -
+        name: String,
+        /// Number of partitions. Default: the broker's num.partitions.
+        #[arg(short = 'p', long, value_parser = value_parser!(i32).range(1..))]
+        partitions: Option<i32>,
+        /// Replicas per partition. Default: the broker's default.replication.factor.
+        #[arg(short = 'r', long, value_parser = value_parser!(i32).range(1..))]
+        replication_factor: Option<i32>,
+        /// A topic config override, such as retention.ms=86400000; repeatable.
+        #[arg(
+            short = 'c',
+            long = "config",
+            value_name = "KEY=VALUE",
+            value_parser = parse_key_value
+        )]
+        configs: Vec<(String, String)>,
+        /// Check the request on the server without creating the topic.
+        #[arg(long)]
+        validate_only: bool,
+    },
+    /// List topics.
+    List,
+    /// Show a topic's id, config overrides and partitions.
+    Describe {
+        /// Topic name.
+        name: String,
+    },
+    /// Delete a topic and all its records.
+    Delete {
+        /// Topic name.
+        name: String,
+    },
+    /// Set or remove topic config overrides; keys not named keep their values.
+    Alter {
+        /// Topic name.
+        name: String,
+        /// A config override to set, such as retention.ms=86400000; repeatable.
+        #[arg(
+            short = 'c',
+            long = "config",
+            value_name = "KEY=VALUE",
+            value_parser = parse_key_value,
+            required_unless_present = "delete_configs"
+        )]
+        configs: Vec<(String, String)>,
+        /// A config override to remove (back to the broker's value); repeatable.
+        #[arg(long = "delete-config", value_name = "KEY", value_parser = parse_config_key)]
+        delete_configs: Vec<String>,
+    },
+    /// Raise a topic's partition count.
+    AddPartitions {
+        /// Topic name.
+        name: String,
+        /// The new total number of partitions (as kafka-topics --partitions).
+        #[arg(short = 'p', long, value_parser = value_parser!(i32).range(1..))]
+        partitions: i32,
+    },
+}
+
+/// `keel cluster ...`
+#[derive(Subcommand, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClusterCommand {
+    /// Show the cluster id, the active controller and every broker with its state.
+    Describe,
+}
+
+/// `keel quorum ...`
+#[derive(Subcommand, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QuorumCommand {
+    /// Show the quorum's leader, term, commit index and each member's progress.
+    Describe,
+}
+
+/// Parses `KEY=VALUE` at the first `=`. The value may be empty or contain `=`; the key must be
+/// a valid config key (see [`parse_config_key`]).
+pub fn parse_key_value(s: &str) -> Result<(String, String), String> {
+    let (key, value) = s
+        .split_once('=')
+        .ok_or_else(|| "expected KEY=VALUE, found no '='".to_string())?;
+    let key = parse_config_key(key)?;
+    Ok((key, value.to_string()))
+}
+
+/// Checks a config key: not empty, no whitespace and no `=`.
+pub fn parse_config_key(s: &str) -> Result<String, String> {
+    if s.is_empty() {
+        return Err("the config key is empty".to_string());
+    }
+    if s.chars().any(char::is_whitespace) {
+        return Err(format!("the config key '{s}' contains whitespace"));
+    }
+    if s.contains('=') {
+        return Err(format!("the config key '{s}' contains '='"));
+    }
+    Ok(s.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(argv: &[&str]) -> Result<Args, clap::Error> {
+        Args::try_parse_from(std::iter::once("keel").chain(argv.iter().copied()))
+    }
+
+    #[test]
+    fn topic_create_with_everything() {
+        let args = parse(&[
+            "--bootstrap",
+            "n1:9292,n2:9292",
+            "--output",
+            "json",
+            "topic",
+            "create",
+            "orders",
+            "-p",
+            "6",
+            "-r",
+            "3",
+            "--config",
+            "retention.ms=1000",
+            "-c",
+            "cleanup.policy=compact",
+            "--validate-only",
+        ])
+        .unwrap();
+        assert_eq!(args.bootstrap, ["n1:9292", "n2:9292"]);
+        assert_eq!(args.output, OutputFormat::Json);
+        assert_eq!(args.verbose, 0);
+        assert_eq!(
+            args.command,
+            Command::Topic(TopicCommand::Create {
+                name: "orders".into(),
+                partitions: Some(6),
+                replication_factor: Some(3),
+                configs: vec![
+                    ("retention.ms".into(), "1000".into()),
+                    ("cleanup.policy".into(), "compact".into())
+                ],
+                validate_only: true,
+            })
+        );
+    }
+
+    #[test]
+    fn defaults_and_global_flags_after_the_verb() {
+        let args = parse(&["topic", "list", "-o", "json", "-vv"]).unwrap();
+        if std::env::var_os("KEEL_BOOTSTRAP").is_none() {
+            assert_eq!(args.bootstrap, ["127.0.0.1:9292"]);
+        }
+        assert_eq!(args.output, OutputFormat::Json);
+        assert_eq!(args.verbose, 2);
+        assert_eq!(args.command, Command::Topic(TopicCommand::List));
+
+        let args = parse(&["topic", "create", "t"]).unwrap();
+        assert_eq!(args.output, OutputFormat::Table);
+        let Command::Topic(TopicCommand::Create {
+            partitions,
+            replication_factor,
+            configs,
+            validate_only,
+            ..
+        }) = args.command
+        else {
+            panic!("not a create: {:?}", args.command);
+        };
+        assert_eq!((partitions, replication_factor), (None, None));
+        assert!(configs.is_empty());
+        assert!(!validate_only);
+    }
+
+    #[test]
+    fn every_verb_parses() {
+        let cases: [(&[&str], Command); 7] = [
+            (
+                &["topic", "describe", "t"],
+                Command::Topic(TopicCommand::Describe { name: "t".into() }),
+            ),
+            (
+                &["topic", "delete", "t"],
+                Command::Topic(TopicCommand::Delete { name: "t".into() }),
+            ),
+            (
+                &[
+                    "topic",
+                    "alter",
+                    "t",
+                    "--config",
+                    "a=1",
+                    "--delete-config",
+                    "b",
+                ],
+                Command::Topic(TopicCommand::Alter {
+                    name: "t".into(),
+                    configs: vec![("a".into(), "1".into())],
+                    delete_configs: vec!["b".into()],
+                }),
+            ),
+            (
+                &["topic", "alter", "t", "--delete-config", "b"],
+                Command::Topic(TopicCommand::Alter {
+                    name: "t".into(),
+                    configs: vec![],
+                    delete_configs: vec!["b".into()],
+                }),
+            ),
+            (
+                &["topic", "add-partitions", "t", "-p", "12"],
+                Command::Topic(TopicCommand::AddPartitions {
+                    name: "t".into(),
+                    partitions: 12,
+                }),
+            ),
+            (
+                &["cluster", "describe"],
+                Command::Cluster(ClusterCommand::Describe),
+            ),
+            (
+                &["quorum", "describe"],
+                Command::Quorum(QuorumCommand::Describe),
+            ),
+        ];
+        for (argv, want) in cases {
+            assert_eq!(parse(argv).unwrap().command, want, "{argv:?}");
+        }
+    }
+
+    #[test]
+    fn bad_flag_values_are_refused() {
+        use clap::error::ErrorKind;
+        let cases: [(&[&str], ErrorKind); 8] = [
+            (
+                &["topic", "create", "t", "-p", "0"],
+                ErrorKind::ValueValidation,
+            ),
+            (
+                &["topic", "create", "t", "-p", "x"],
+                ErrorKind::ValueValidation,
+            ),
+            (
+                &["topic", "create", "t", "-r", "-1"],
+                ErrorKind::UnknownArgument,
+            ),
+            (
+                &["topic", "create", "t", "--config", "retention.ms"],
+                ErrorKind::ValueValidation,
+            ),
+            (&["topic", "alter", "t"], ErrorKind::MissingRequiredArgument),
+            (
+                &["topic", "add-partitions", "t"],
+                ErrorKind::MissingRequiredArgument,
+            ),
+            (
+                &["topic", "create", "t", "-o", "yaml"],
+                ErrorKind::InvalidValue,
+            ),
+            (&["topic", "frobnicate"], ErrorKind::InvalidSubcommand),
+        ];
+        for (argv, kind) in cases {
+            let err = parse(argv).unwrap_err();
+            assert_eq!(err.kind(), kind, "{argv:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn key_value_parser() {
+        assert_eq!(
+            parse_key_value("retention.ms=1000"),
+            Ok(("retention.ms".into(), "1000".into()))
+        );
+        // Split at the first '='; the value may hold more, or be empty.
+        assert_eq!(parse_key_value("a=b=c"), Ok(("a".into(), "b=c".into())));
+        assert_eq!(parse_key_value("a="), Ok(("a".into(), String::new())));
+
+        assert_eq!(
+            parse_key_value("retention.ms"),
+            Err("expected KEY=VALUE, found no '='".into())
+        );
+        assert_eq!(parse_key_value("=1"), Err("the config key is empty".into()));
+        assert_eq!(
+            parse_key_value("retention ms=1"),
+            Err("the config key 'retention ms' contains whitespace".into())
+        );
+    }
+
+    #[test]
+    fn key_value_errors_reach_the_user_with_the_flag() {
+        let err = parse(&["topic", "create", "t", "--config", "oops"]).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("'oops'"), "{text}");
+        assert!(text.contains("--config <KEY=VALUE>"), "{text}");
+        assert!(text.contains("expected KEY=VALUE, found no '='"), "{text}");
+    }
+
+    #[test]
+    fn config_key_parser() {
+        assert_eq!(
+            parse_config_key("cleanup.policy"),
+            Ok("cleanup.policy".into())
+        );
+        assert!(parse_config_key("").is_err());
+        assert!(parse_config_key("a b").is_err());
+        assert!(parse_config_key("a=b").is_err());
+    }
+}

@@ -1,0 +1,350 @@
+//! What a command prints: the [`Report`] of each verb, as aligned columns (comfy-table) or as
+//! one JSON document (serde_json).
+//!
+//! Tables have an upper-case header row and no borders, so they read like `kubectl` or `rpk`
+//! output and survive `grep` and `awk`. A missing value is `-`; lists of broker ids are
+//! comma-separated.
+
+use std::collections::BTreeMap;
+
+use comfy_table::{presets, Cell, Table};
+use keel_client::{
+    ClusterDescription, ConfigChange, CreatedTopic, DeletedTopic, QuorumDescription, QuorumMember,
+    TopicId, TopicMetadata,
+};
+use serde::Serialize;
+
+use crate::args::OutputFormat;
+
+/// The result of one command. Serialized as its content alone (no variant tag).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum Report {
+    /// `topic create`.
+    TopicCreated(TopicCreated),
+    /// `topic list`, sorted by name.
+    TopicList(Vec<TopicSummary>),
+    /// `topic describe`: the topic's metadata with its config overrides.
+    TopicDescription(TopicMetadata),
+    /// `topic delete`.
+    TopicDeleted(DeletedTopic),
+    /// `topic alter`.
+    ConfigsAltered(ConfigsAltered),
+    /// `topic add-partitions`.
+    PartitionsAdded(PartitionsAdded),
+    /// `cluster describe`.
+    Cluster(ClusterDescription),
+    /// `quorum describe`.
+    Quorum(QuorumDescription),
+}
+
+/// A created (or, with `--validate-only`, validated) topic.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TopicCreated {
+    /// The server's answer.
+    #[serde(flatten)]
+    pub topic: CreatedTopic,
+    /// True when the topic was only checked, not created.
+    pub validate_only: bool,
+}
+
+/// One line of `topic list`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TopicSummary {
+    /// Topic name.
+    pub name: String,
+    /// Topic id.
+    pub topic_id: Option<TopicId>,
+    /// Partition count.
+    pub partitions: usize,
+    /// Replicas per partition.
+    pub replication_factor: usize,
+    /// True for internal topics.
+    pub internal: bool,
+}
+
+impl From<&TopicMetadata> for TopicSummary {
+    fn from(t: &TopicMetadata) -> Self {
+        Self {
+            name: t.name.clone(),
+            topic_id: t.topic_id,
+            partitions: t.partitions.len(),
+            replication_factor: t.replication_factor(),
+            internal: t.internal,
+        }
+    }
+}
+
+/// The config changes `topic alter` applied.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ConfigsAltered {
+    /// The topic.
+    pub topic: String,
+    /// The changes, as sent.
+    pub changes: Vec<ConfigChange>,
+}
+
+/// The partition count after `topic add-partitions`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PartitionsAdded {
+    /// The topic.
+    pub topic: String,
+    /// The new total.
+    pub partitions: i32,
+}
+
+impl Report {
+    /// The text to print on stdout, ending with a newline.
+    pub fn render(&self, format: OutputFormat) -> String {
+        match format {
+            OutputFormat::Json => render_json(self),
+            OutputFormat::Table => render_tables(self),
+        }
+    }
+}
+
+fn render_json(report: &Report) -> String {
+    // Every type in a report serializes to JSON without failing (string keys, no
+    // non-finite floats), so an error here is a bug worth a loud message.
+    let mut text = serde_json::to_string_pretty(report)
+        .unwrap_or_else(|e| format!(r#"{{"error":"cannot serialize the result: {e}"}}"#));
+    text.push('\n');
+    text
+}
+
+fn render_tables(report: &Report) -> String {
+    let tables = match report {
+        Report::TopicCreated(c) => vec![created_table(c)],
+        Report::TopicList(topics) => vec![list_table(topics)],
+        Report::TopicDescription(t) => describe_tables(t),
+        Report::TopicDeleted(d) => vec![table(
+            ["TOPIC", "TOPIC ID", "STATUS"],
+            [[d.name.clone(), opt(d.topic_id), "deleted".to_string()]],
+        )],
+        Report::ConfigsAltered(a) => vec![altered_table(a)],
+        Report::PartitionsAdded(p) => vec![table(
+            ["TOPIC", "PARTITIONS"],
+            [[p.topic.clone(), p.partitions.to_string()]],
+        )],
+        Report::Cluster(c) => cluster_tables(c),
+        Report::Quorum(q) => quorum_tables(q),
+    };
+    tables.join("\n")
+}
+
+fn created_table(c: &TopicCreated) -> String {
+    let t = &c.topic;
+    let status = if c.validate_only {
+        "valid (validate only: not created)"
+    } else {
+        "created"
+    };
+    table(
+        [
+            "TOPIC",
+            "TOPIC ID",
+            "PARTITIONS",
+            "REPLICATION FACTOR",
+            "STATUS",
+        ],
+        [[
+            t.name.clone(),
+            opt(t.topic_id),
+            t.num_partitions.to_string(),
+            t.replication_factor.to_string(),
+            status.to_string(),
+        ]],
+    )
+}
+
+fn list_table(topics: &[TopicSummary]) -> String {
+    table(
+        [
+            "TOPIC",
+            "TOPIC ID",
+            "PARTITIONS",
+            "REPLICATION FACTOR",
+            "INTERNAL",
+        ],
+        topics.iter().map(|t| {
+            [
+                t.name.clone(),
+                opt(t.topic_id),
+                t.partitions.to_string(),
+                t.replication_factor.to_string(),
+                t.internal.to_string(),
+            ]
+        }),
+    )
+}
+
+/// The topic line, its config overrides (left out when there are none), and its partitions.
+fn describe_tables(t: &TopicMetadata) -> Vec<String> {
+    let mut tables = vec![table(
+        [
+            "TOPIC",
+            "TOPIC ID",
+            "PARTITIONS",
+            "REPLICATION FACTOR",
+            "INTERNAL",
+        ],
+        [[
+            t.name.clone(),
+            opt(t.topic_id),
+            t.partitions.len().to_string(),
+            t.replication_factor().to_string(),
+            t.internal.to_string(),
+        ]],
+    )];
+    if !t.configs.is_empty() {
+        tables.push(configs_table(&t.configs));
+    }
+    // LOG START, LOG END and HIGH WATERMARK columns join these when the data plane serves
+    // Consumer.ListOffsets; Cluster.Metadata does not carry them.
+    tables.push(table(
+        [
+            "PARTITION",
+            "LEADER",
+            "LEADER EPOCH",
+            "REPLICAS",
+            "ISR",
+            "OFFLINE REPLICAS",
+        ],
+        t.partitions.iter().map(|p| {
+            [
+                p.partition.to_string(),
+                opt(p.leader),
+                p.leader_epoch.to_string(),
+                ids(&p.replicas),
+                ids(&p.isr),
+                ids(&p.offline_replicas),
+            ]
+        }),
+    ));
+    tables
+}
+
+fn configs_table(configs: &BTreeMap<String, String>) -> String {
+    table(
+        ["CONFIG", "VALUE"],
+        configs.iter().map(|(k, v)| [k.clone(), v.clone()]),
+    )
+}
+
+fn altered_table(a: &ConfigsAltered) -> String {
+    table(
+        ["TOPIC", "CONFIG", "ACTION", "VALUE"],
+        a.changes.iter().map(|c| match c {
+            ConfigChange::Set { name, value } => {
+                [a.topic.clone(), name.clone(), "set".into(), value.clone()]
+            }
+            ConfigChange::Delete { name } => {
+                [a.topic.clone(), name.clone(), "delete".into(), "-".into()]
+            }
+        }),
+    )
+}
+
+fn cluster_tables(c: &ClusterDescription) -> Vec<String> {
+    vec![
+        table(
+            ["CLUSTER ID", "CONTROLLER", "METADATA OFFSET"],
+            [[
+                c.cluster_id.clone(),
+                opt(c.controller_id),
+                c.metadata_offset.to_string(),
+            ]],
+        ),
+        table(
+            ["BROKER", "ADDRESS", "RACK", "STATE"],
+            c.brokers.iter().map(|b| {
+                [
+                    b.id.to_string(),
+                    b.address(),
+                    opt(b.rack.as_ref()),
+                    b.state.as_str().to_string(),
+                ]
+            }),
+        ),
+    ]
+}
+
+fn quorum_tables(q: &QuorumDescription) -> Vec<String> {
+    let role = |m: &QuorumMember, voter: bool| match (voter, Some(m.node_id) == q.leader_id) {
+        (true, true) => "leader",
+        (true, false) => "voter",
+        (false, _) => "learner",
+    };
+    let members = q
+        .voters
+        .iter()
+        .map(|m| (m, true))
+        .chain(q.learners.iter().map(|m| (m, false)));
+    vec![
+        table(
+            ["LEADER", "TERM", "COMMIT INDEX"],
+            [[
+                opt(q.leader_id),
+                q.term.to_string(),
+                q.commit_index.to_string(),
+            ]],
+        ),
+        table(
+            [
+                "NODE",
+                "ROLE",
+                "ENDPOINT",
+                "LAST LOG INDEX",
+                "LAG",
+                "LAST CONTACT MS",
+            ],
+            members.map(|(m, voter)| {
+                [
+                    m.node_id.to_string(),
+                    role(m, voter).to_string(),
+                    m.endpoint.clone(),
+                    opt(m.last_log_index),
+                    opt(m.lag),
+                    opt(m.last_contact_ms),
+                ]
+            }),
+        ),
+    ]
+}
+
+/// A borderless table with a header row; each line ends without trailing blanks and with a
+/// newline.
+fn table<const N: usize>(header: [&str; N], rows: impl IntoIterator<Item = [String; N]>) -> String {
+    let mut t = Table::new();
+    t.load_preset(presets::NOTHING);
+    t.set_header(header.iter().map(|h| Cell::new(*h)));
+    for row in rows {
+        t.add_row(row);
+    }
+    for column in t.column_iter_mut() {
+        column.set_padding((0, 2));
+    }
+    let mut text = String::new();
+    for line in t.to_string().lines() {
+        text.push_str(line.trim_end());
+        text.push('\n');
+    }
+    text
+}
+
+/// The value, or `-` when absent.
+fn opt<T: ToString>(value: Option<T>) -> String {
+    value.map_or_else(|| "-".to_string(), |v| v.to_string())
+}
+
+/// Broker ids as `1,2,3`, or `-` when none.
+fn ids(ids: &[i32]) -> String {
+    if ids.is_empty() {
+        return "-".to_string();
+    }
+    ids.iter().map(i32::to_string).collect::<Vec<_>>().join(",")
+}
+
+#[cfg(test)]
+#[path = "render_test.rs"]
+mod tests;
