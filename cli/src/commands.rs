@@ -135,7 +135,7 @@ pub async fn execute(admin: &AdminClient, plan: Plan) -> Result<Report, CliError
         } => {
             let name = topic.name.clone();
             let results = admin.create_topics(&[topic], validate_only).await?;
-            let created = for_topic(results, &name, |t| &t.name)?;
+            let created = for_topic("Admin.CreateTopics", results, &name, |t| &t.name)?;
             if let Some(error) = created.error {
                 return Err(CliError::Topic { topic: name, error });
             }
@@ -153,7 +153,7 @@ pub async fn execute(admin: &AdminClient, plan: Plan) -> Result<Report, CliError
         }
         Plan::DescribeTopic(name) => {
             let metadata = admin.metadata(std::slice::from_ref(&name), true).await?;
-            let topic = for_topic(metadata.topics, &name, |t| &t.name)?;
+            let topic = for_topic("Cluster.Metadata", metadata.topics, &name, |t| &t.name)?;
             if let Some(error) = topic.error {
                 return Err(CliError::Topic { topic: name, error });
             }
@@ -161,7 +161,7 @@ pub async fn execute(admin: &AdminClient, plan: Plan) -> Result<Report, CliError
         }
         Plan::DeleteTopic(name) => {
             let results = admin.delete_topics(std::slice::from_ref(&name)).await?;
-            let deleted = for_topic(results, &name, |t| &t.name)?;
+            let deleted = for_topic("Admin.DeleteTopics", results, &name, |t| &t.name)?;
             if let Some(error) = deleted.error {
                 return Err(CliError::Topic { topic: name, error });
             }
@@ -191,6 +191,7 @@ pub async fn execute(admin: &AdminClient, plan: Plan) -> Result<Report, CliError
 
 /// The result for topic `name` among `results`; a missing one is a server bug.
 fn for_topic<T>(
+    rpc: &'static str,
     results: Vec<T>,
     name: &str,
     name_of: impl Fn(&T) -> &String,
@@ -200,7 +201,7 @@ fn for_topic<T>(
         .find(|t| name_of(t) == name)
         .ok_or_else(|| {
             CliError::Client(keel_client::Error::InvalidResponse {
-                rpc: "Admin",
+                rpc,
                 reason: format!("no result for topic {name}"),
             })
         })
@@ -332,10 +333,10 @@ mod tests {
 
     #[test]
     fn a_missing_topic_result_is_an_invalid_response() {
-        let err = for_topic(Vec::<String>::new(), "t", |s| s).unwrap_err();
+        let err = for_topic("Admin.DeleteTopics", Vec::<String>::new(), "t", |s| s).unwrap_err();
         assert_eq!(
             err.error_line(),
-            "error: INVALID_RESPONSE: Admin: no result for topic t"
+            "error: INVALID_RESPONSE: Admin.DeleteTopics: no result for topic t"
         );
     }
 }

@@ -69,7 +69,7 @@ mod tests {
 
     #[tokio::test]
     async fn argument_errors_need_no_cluster() {
-        // Port 9 (discard) is never a Keel node; the plan fails before any connection.
+        // The plan fails before any connection: nothing needs to listen at the address.
         let args = Args::try_parse_from([
             "keel",
             "--bootstrap",
