@@ -276,6 +276,23 @@ const TOPIC_CONFIGS: &[(&str, Kind)] = &[
     ("index.interval.bytes", Kind::Int(0, i32::MAX as i64)),
 ];
 
+/// The value each known key takes when a topic does not override it: Kafka's defaults, and
+/// Keel's for its own keys. Kept beside [`TOPIC_CONFIGS`]; a test checks they name the same
+/// keys and that every default passes its rule.
+pub const TOPIC_CONFIG_DEFAULTS: &[(&str, &str)] = &[
+    ("cleanup.policy", "delete"),
+    ("retention.ms", "604800000"),
+    ("retention.bytes", "-1"),
+    ("segment.bytes", "1073741824"),
+    ("segment.ms", "604800000"),
+    ("max.message.bytes", "1048588"),
+    ("min.insync.replicas", "1"),
+    ("flush.mode", "per-record"),
+    ("flush.ms", "1000"),
+    ("message.timestamp.type", "CreateTime"),
+    ("index.interval.bytes", "4096"),
+];
+
 /// Whether `key` is a known topic configuration key.
 pub fn is_known_config(key: &str) -> bool {
     TOPIC_CONFIGS.iter().any(|(k, _)| *k == key)

@@ -622,3 +622,14 @@ fn delete_alter_and_add_partitions() {
     commit(&mut img, 302, &[rec]);
     assert!(img.topics.is_empty() && img.topic_ids.is_empty());
 }
+
+#[test]
+fn every_known_config_has_a_valid_default() {
+    let defaults: Vec<&str> = TOPIC_CONFIG_DEFAULTS.iter().map(|(k, _)| *k).collect();
+    for (key, value) in TOPIC_CONFIG_DEFAULTS {
+        assert!(is_known_config(key), "{key}");
+        let one = BTreeMap::from([(key.to_string(), value.to_string())]);
+        assert_eq!(validate_configs(&one, 1), Ok(()), "{key}={value}");
+    }
+    assert_eq!(defaults.len(), TOPIC_CONFIGS.len());
+}

@@ -99,6 +99,9 @@ impl TopicImage {
 pub struct MetadataImage {
     /// Log index of the last applied entry (0 before any).
     pub offset: MetadataOffset,
+    /// The cluster id; empty until the first active controller has written it.
+    #[serde(default)]
+    pub cluster_id: String,
     /// Registered brokers by id.
     pub brokers: BTreeMap<BrokerId, BrokerRegistration>,
     /// Topics by id.
@@ -176,6 +179,12 @@ pub enum ApplyError {
         topic_id: TopicId,
         /// Partition.
         partition: PartitionIndex,
+    },
+    /// The cluster has another id already.
+    #[error("the cluster id is {current} already")]
+    ClusterIdSet {
+        /// The id in force.
+        current: String,
     },
     /// A producer id block that does not start at the next free id.
     #[error("producer id block starts at {given}, expected {expected}")]
@@ -345,6 +354,14 @@ impl MetadataImage {
                     });
                 }
                 self.next_producer_id += i64::from(r.size);
+            }
+            Record::ClusterId(r) => {
+                if !self.cluster_id.is_empty() && self.cluster_id != r.cluster_id {
+                    return Err(ApplyError::ClusterIdSet {
+                        current: self.cluster_id.clone(),
+                    });
+                }
+                self.cluster_id = r.cluster_id.clone();
             }
         }
         Ok(())
@@ -716,6 +733,26 @@ mod tests {
         });
         img.apply(7, &del).unwrap();
         assert!(img.topics[&T].configs.is_empty());
+    }
+
+    #[test]
+    fn cluster_id_is_set_once() {
+        let mut img = base();
+        let id = |s: &str| {
+            Record::ClusterId(ClusterIdRecord {
+                cluster_id: s.into(),
+            })
+        };
+        img.apply(6, &id("a")).unwrap();
+        img.apply(7, &id("a")).unwrap();
+        let before = img.clone();
+        assert_eq!(
+            img.apply(8, &id("b")),
+            Err(ApplyError::ClusterIdSet {
+                current: "a".into()
+            })
+        );
+        assert_eq!(img, before);
     }
 
     #[test]

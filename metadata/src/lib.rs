@@ -8,6 +8,10 @@
 //!   order, deterministically;
 //! - [`controller`] — pure functions that turn requests into records or typed errors
 //!   (topic validation, replica placement, fencing, controlled shutdown, AlterPartition);
+//! - [`network`] — the gRPC Raft transport (`keel.v1.Raft`): openraft's network client and
+//!   the server that hands messages to the local Raft node;
+//! - [`node`] — [`ControllerNode`](node::ControllerNode): a voter at run time, with the
+//!   active controller's write path, broker sessions and fencing timer;
 //! - [`store`] — openraft's [`TypeConfig`](store::TypeConfig), the RocksDB log store, the state
 //!   machine holding the image with its snapshots, [`MetadataView`](store::MetadataView), and
 //!   [`store::start`] to run a node;
@@ -15,6 +19,8 @@
 
 pub mod controller;
 pub mod image;
+pub mod network;
+pub mod node;
 pub mod records;
 pub mod store;
 pub mod testing;

@@ -150,6 +150,8 @@ pub enum Record {
     ConfigChange(ConfigChange),
     /// The next block of producer ids is handed to a broker.
     ProducerIdsBlock(ProducerIdsBlock),
+    /// The cluster gets its id (written once, by the first active controller).
+    ClusterId(ClusterIdRecord),
 }
 
 /// Registration of a broker. Its broker epoch is the log index of the entry holding this
@@ -290,6 +292,13 @@ pub struct ProducerIdsBlock {
     pub first_producer_id: i64,
     /// Number of ids in the block.
     pub size: i32,
+}
+
+/// Names the cluster. The first active controller writes it; it never changes afterwards.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterIdRecord {
+    /// The cluster id (a UUID in text form).
+    pub cluster_id: String,
 }
 
 /// Serde for `Option<Option<T>>` that keeps "absent" (field missing) apart from "set to

@@ -103,11 +103,36 @@ pub fn open(dir: &Path) -> Result<(LogStore, StateMachine), StorageError<NodeId>
     let cfs = [CF_LOGS, CF_RAFT, CF_SNAPSHOT]
         .into_iter()
         .map(|n| ColumnFamilyDescriptor::new(n, Options::default()));
-    let db =
-        DB::open_cf_descriptors(&opts, dir, cfs).map_err(|e| io_err(StorageIOError::read, e))?;
+    let cfs: Vec<ColumnFamilyDescriptor> = cfs.collect();
+    let db = open_when_unlocked(&opts, dir, cfs).map_err(|e| io_err(StorageIOError::read, e))?;
     let db = Arc::new(db);
     let sm = StateMachine::load(db.clone())?;
     Ok((LogStore::new(db), sm))
+}
+
+/// Opens the RocksDB, waiting up to two seconds while an earlier instance in this process still
+/// holds its lock: openraft's state-machine worker drops its handle a moment after
+/// `Raft::shutdown` returns, so a quick restart in the same process would otherwise fail.
+fn open_when_unlocked(
+    opts: &Options,
+    dir: &Path,
+    cfs: Vec<ColumnFamilyDescriptor>,
+) -> Result<DB, rocksdb::Error> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    loop {
+        let descriptors = cfs
+            .iter()
+            .map(|d| ColumnFamilyDescriptor::new(d.name(), Options::default()));
+        match DB::open_cf_descriptors(opts, dir, descriptors) {
+            Err(e)
+                if e.to_string().contains("lock hold by current process")
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => return other,
+        }
+    }
 }
 
 /// Why a metadata Raft node did not start.

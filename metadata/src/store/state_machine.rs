@@ -311,6 +311,18 @@ pub enum ViewError {
 }
 
 impl MetadataView {
+    /// A view fed by the returned sender instead of a state machine: how a broker without the
+    /// controller role follows the image it receives from a controller.
+    pub fn channel(initial: MetadataImage) -> (watch::Sender<Arc<MetadataImage>>, MetadataView) {
+        let (tx, rx) = watch::channel(Arc::new(initial));
+        (tx, MetadataView { rx })
+    }
+
+    /// A receiver that is woken at every new image.
+    pub fn subscribe(&self) -> watch::Receiver<Arc<MetadataImage>> {
+        self.rx.clone()
+    }
+
     /// The latest image.
     pub fn current(&self) -> Arc<MetadataImage> {
         self.rx.borrow().clone()
