@@ -4,7 +4,8 @@
 //! Keys (TOML name; environment `KEEL_` + upper case; flag `--` + dashes):
 //! `node_id`, `roles` (`broker`, `controller` or `broker,controller`), `listen` (client gRPC),
 //! `internal_listen` (Raft, controller and replication traffic), `http_listen` (metrics and
-//! health), `data_dir`, `controller_voters` (`1@host:port,2@host:port,...`), `rack`.
+//! health), `data_dir`, `controller_voters` (`1@host:port,2@host:port,...`), `rack`,
+//! `broker_session_timeout_ms`, `broker_heartbeat_interval_ms`.
 //!
 //! Library code never reads the environment: the binary hands [`Config::load`] the environment
 //! provider ([`Config::env`]), and tests hand it whatever they like.
@@ -20,7 +21,7 @@ use figment::{Figment, Provider};
 use serde::{Deserialize, Serialize};
 
 /// Every key of the config, as written in TOML (and, upper-cased, after `KEEL_`).
-pub const KEYS: [&str; 8] = [
+pub const KEYS: [&str; 10] = [
     "node_id",
     "roles",
     "listen",
@@ -29,6 +30,8 @@ pub const KEYS: [&str; 8] = [
     "data_dir",
     "controller_voters",
     "rack",
+    "broker_session_timeout_ms",
+    "broker_heartbeat_interval_ms",
 ];
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -49,6 +52,12 @@ pub struct Config {
     pub controller_voters: Voters,
     /// Rack (or zone) for rack-aware replica placement.
     pub rack: Option<String>,
+    /// A broker without a heartbeat for this long is fenced (Kafka's
+    /// `broker.session.timeout.ms`).
+    pub broker_session_timeout_ms: u64,
+    /// How often a broker heartbeats to the active controller (Kafka's
+    /// `broker.heartbeat.interval.ms`).
+    pub broker_heartbeat_interval_ms: u64,
 }
 
 impl Default for Config {
@@ -62,6 +71,8 @@ impl Default for Config {
             data_dir: PathBuf::from("data"),
             controller_voters: Voters::default(),
             rack: None,
+            broker_session_timeout_ms: 9000,
+            broker_heartbeat_interval_ms: 2000,
         }
     }
 }
@@ -225,6 +236,11 @@ pub enum ConfigError {
     },
     #[error("rack: {rack:?} must be 1 to 64 letters, digits, '.', '_' or '-'")]
     BadRack { rack: String },
+    #[error(
+        "broker_heartbeat_interval_ms ({interval}) must be above 0 and below \
+         broker_session_timeout_ms ({timeout})"
+    )]
+    BadHeartbeat { interval: u64, timeout: u64 },
     #[error("config file {path}: not found")]
     MissingFile { path: PathBuf },
     #[error("{0}")]
@@ -303,6 +319,13 @@ impl Config {
                     });
                 }
             }
+        }
+        let (interval, timeout) = (
+            self.broker_heartbeat_interval_ms,
+            self.broker_session_timeout_ms,
+        );
+        if interval == 0 || interval >= timeout {
+            return Err(ConfigError::BadHeartbeat { interval, timeout });
         }
         if let Some(rack) = &self.rack {
             let ok = (1..=64).contains(&rack.len())
@@ -436,6 +459,13 @@ mod tests {
                     ..Config::dev()
                 },
                 "data_dir",
+            ),
+            (
+                Config {
+                    broker_heartbeat_interval_ms: 9000,
+                    ..Config::dev()
+                },
+                "broker_heartbeat_interval_ms",
             ),
         ];
         for (config, needle) in cases {

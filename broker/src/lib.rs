@@ -3,25 +3,44 @@
 //!
 //! # Layout
 //! - [`config`]: the node's settings and their validation.
+//! - [`quorum`]: the controller role: the metadata Raft node and its bootstrap.
+//! - [`lifecycle`]: the broker role's registration, heartbeats and controlled shutdown.
+//! - [`follower`]: how a broker without the controller role follows the metadata.
+//! - [`services`]: the gRPC services (`Admin`, `Cluster`, `Controller`; `Raft` comes from
+//!   keel-metadata) and request forwarding to the active controller.
 //! - `src/main.rs`: the thin `keeld` binary; it parses flags and runs [`Node`].
 //!
-//! What exists today is the node's skeleton over the storage engine: it opens its data
-//! directory (recovering every partition log found there) and stops cleanly on a signal. The
-//! metadata quorum and the data plane fill it in (see ARCHITECTURE.md, "Status").
+//! A node today runs the metadata quorum and broker membership; the data plane (partition
+//! logs, produce, fetch, replication) comes next (see ARCHITECTURE.md, "Status").
 
 pub mod config;
+pub mod follower;
+pub mod lifecycle;
+pub mod quorum;
+pub mod services;
 
 use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
 
+use keel_metadata::image::MetadataImage;
+use keel_metadata::node::ControllerNode;
+use keel_metadata::store::MetadataView;
+use keel_proto::v1::admin_server::AdminServer;
+use keel_proto::v1::cluster_server::ClusterServer;
+use keel_proto::v1::controller_server::ControllerServer;
 use keel_storage::{DataDir, LogConfig};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::TcpListenerStream;
 
 pub use config::{Config, ConfigError};
-
-/// A running node.
-pub struct Node {
-    config: Config,
-    data: DataDir,
-}
+use services::admin::AdminService;
+use services::cluster::ClusterService;
+use services::controller::ControllerService;
+use services::Shared;
 
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
@@ -35,31 +54,104 @@ pub enum StartError {
         name: String,
         source: keel_storage::LogError,
     },
+    #[error("{key}: cannot listen on {addr}: {source}")]
+    Listen {
+        key: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("controller role: {0}")]
+    Quorum(#[from] Box<quorum::QuorumError>),
+}
+
+/// A running node.
+pub struct Node {
+    config: Config,
+    data: DataDir,
+    shared: Arc<Shared>,
+    client_addr: SocketAddr,
+    internal_addr: SocketAddr,
+    stop_tx: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+    broker_task: Option<JoinHandle<()>>,
+    status: watch::Receiver<lifecycle::Status>,
+}
+
+async fn bind(key: &'static str, addr: SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Listen { key, addr, source })
 }
 
 impl Node {
-    /// Validates the config, opens the data directory and recovers every log in it.
-    pub fn start(config: Config) -> Result<Node, StartError> {
+    /// Validates the config, opens the data directory (recovering every log in it), binds the
+    /// listeners, starts the controller role and the broker role as configured.
+    pub async fn start(config: Config) -> Result<Node, StartError> {
         config.validate()?;
-        let data = DataDir::open(&config.data_dir)?;
-        let names = data.log_names().map_err(|e| StartError::Recovery {
-            name: "*".into(),
-            source: e.into(),
-        })?;
-        for name in names {
-            let (log, stats) = data
-                .open_log(&name, LogConfig::default())
-                .map_err(|source| StartError::Recovery {
-                    name: name.clone(),
-                    source,
-                })?;
-            tracing::info!(log = %name, clean = stats.clean, bytes_scanned = stats.bytes_scanned,
-                bytes_truncated = stats.bytes_truncated, "log recovered");
-            log.close()
-                .map_err(|source| StartError::Recovery { name, source })?;
+        let data = open_data_dir(&config)?;
+        let client = bind("listen", config.listen).await?;
+        let internal = bind("internal_listen", config.internal_listen).await?;
+        let client_addr = local_addr(&client, config.listen);
+        let internal_addr = local_addr(&internal, config.internal_listen);
+
+        let controller = match config.roles.is_controller() {
+            true => Some(quorum::start(&config).await.map_err(Box::new)?),
+            false => None,
+        };
+        let (images, view) = match &controller {
+            Some(c) => (None, c.view().clone()),
+            None => {
+                let (tx, view) = MetadataView::channel(MetadataImage::default());
+                (Some(tx), view)
+            }
+        };
+        let voters = config.controller_voters.0.clone();
+        let shared = Arc::new(Shared::new(
+            config.node_id,
+            controller.clone(),
+            view,
+            voters,
+        ));
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let mut tasks = vec![
+            tokio::spawn(serve_client(shared.clone(), client, stop_rx.clone())),
+            tokio::spawn(serve_internal(shared.clone(), internal, stop_rx.clone())),
+        ];
+        if let Some(c) = &controller {
+            tasks.push(tokio::spawn(c.clone().run(stopped(stop_rx.clone()))));
         }
-        tracing::info!(node_id = config.node_id, data_dir = %config.data_dir.display(), "node started");
-        Ok(Node { config, data })
+        if let Some(images) = images {
+            let broker_id = config.node_id as i32;
+            tasks.push(tokio::spawn(follower::run(
+                shared.clone(),
+                broker_id,
+                images,
+                stop_rx.clone(),
+            )));
+        }
+        let (status_tx, status) = watch::channel(lifecycle::Status::default());
+        let broker_task = config.roles.is_broker().then(|| {
+            let me = identity(&config, client_addr, internal_addr);
+            tokio::spawn(lifecycle::run(
+                shared.clone(),
+                me,
+                stop_rx.clone(),
+                status_tx,
+            ))
+        });
+        tracing::info!(node_id = config.node_id, roles = %config.roles, client = %client_addr,
+            internal = %internal_addr, data_dir = %config.data_dir.display(), "node started");
+        Ok(Node {
+            config,
+            data,
+            shared,
+            client_addr,
+            internal_addr,
+            stop_tx,
+            tasks,
+            broker_task,
+            status,
+        })
     }
 
     pub fn config(&self) -> &Config {
@@ -70,9 +162,146 @@ impl Node {
         &self.data
     }
 
-    /// Runs until `shutdown` completes, then stops in order.
-    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+    /// The client listener's address (the real port when the config asked for port 0).
+    pub fn client_addr(&self) -> SocketAddr {
+        self.client_addr
+    }
+
+    /// The internal listener's address.
+    pub fn internal_addr(&self) -> SocketAddr {
+        self.internal_addr
+    }
+
+    /// The controller role, if this node has it.
+    pub fn controller(&self) -> Option<&ControllerNode> {
+        self.shared.controller.as_ref()
+    }
+
+    /// The metadata image this node has applied.
+    pub fn view(&self) -> &MetadataView {
+        &self.shared.view
+    }
+
+    /// The broker role's registration status.
+    pub fn broker_status(&self) -> lifecycle::Status {
+        *self.status.borrow()
+    }
+
+    /// Runs until `shutdown` completes, then stops in order: controlled shutdown of the broker
+    /// role (leaderships move away first), Raft, listeners.
+    pub async fn run(mut self, shutdown: impl Future<Output = ()>) {
         shutdown.await;
         tracing::info!(node_id = self.config.node_id, "node stopping");
+        self.stop_tx.send_replace(true);
+        if let Some(t) = self.broker_task.take() {
+            let _ = t.await;
+        }
+        // openraft 0.9 cannot hand leadership over while the leader heartbeats (the voters'
+        // leader lease refuses the election), so an active controller just stops; the others
+        // elect a new one within an election timeout (0.5–1 s).
+        if let Some(c) = self.shared.controller.clone() {
+            if let Err(e) = c.raft().shutdown().await {
+                tracing::warn!(error = %e, "metadata raft did not stop cleanly");
+            }
+        }
+        for t in self.tasks.drain(..) {
+            let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+        }
+        tracing::info!(node_id = self.config.node_id, "node stopped");
+    }
+}
+
+fn open_data_dir(config: &Config) -> Result<DataDir, StartError> {
+    let data = DataDir::open(&config.data_dir)?;
+    let names = data.log_names().map_err(|e| StartError::Recovery {
+        name: "*".into(),
+        source: e.into(),
+    })?;
+    for name in names {
+        let (log, stats) = data
+            .open_log(&name, LogConfig::default())
+            .map_err(|source| StartError::Recovery {
+                name: name.clone(),
+                source,
+            })?;
+        tracing::info!(log = %name, clean = stats.clean, bytes_scanned = stats.bytes_scanned,
+            bytes_truncated = stats.bytes_truncated, "log recovered");
+        log.close()
+            .map_err(|source| StartError::Recovery { name, source })?;
+    }
+    Ok(data)
+}
+
+fn local_addr(l: &TcpListener, configured: SocketAddr) -> SocketAddr {
+    l.local_addr().unwrap_or(configured)
+}
+
+fn identity(config: &Config, client: SocketAddr, internal: SocketAddr) -> lifecycle::Identity {
+    let ep = |a: SocketAddr| (a.ip().to_string(), a.port());
+    lifecycle::Identity {
+        broker_id: config.node_id as i32,
+        client: ep(client),
+        internal: ep(internal),
+        rack: config.rack.clone(),
+        heartbeat_interval: Duration::from_millis(config.broker_heartbeat_interval_ms),
+        // Long enough to move leaderships; short enough that the last nodes of a cluster that
+        // stops as a whole (no quorum left to answer) do not hang.
+        shutdown_timeout: Duration::from_millis(config.broker_session_timeout_ms),
+    }
+}
+
+/// Resolves when `stop` turns true.
+async fn stopped(mut stop: watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+/// Max gRPC message size: metadata of large clusters and record batches fit.
+const MAX_MESSAGE: usize = 64 << 20;
+
+async fn serve_client(shared: Arc<Shared>, listener: TcpListener, stop: watch::Receiver<bool>) {
+    let result = tonic::transport::Server::builder()
+        .add_service(
+            AdminServer::new(AdminService::new(shared.clone()))
+                .max_decoding_message_size(MAX_MESSAGE),
+        )
+        .add_service(
+            ClusterServer::new(ClusterService::new(shared)).max_decoding_message_size(MAX_MESSAGE),
+        )
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stopped(stop))
+        .await;
+    if let Err(e) = result {
+        tracing::error!(error = %e, "client listener failed");
+    }
+}
+
+async fn serve_internal(shared: Arc<Shared>, listener: TcpListener, stop: watch::Receiver<bool>) {
+    let mut router = tonic::transport::Server::builder()
+        .add_service(
+            AdminServer::new(AdminService::new(shared.clone()))
+                .max_decoding_message_size(MAX_MESSAGE),
+        )
+        .add_service(
+            ClusterServer::new(ClusterService::new(shared.clone()))
+                .max_decoding_message_size(MAX_MESSAGE),
+        );
+    if let Some(c) = &shared.controller {
+        let cluster_view = Arc::new(std::sync::OnceLock::new());
+        let _ = cluster_view.set(c.view().clone());
+        router = router
+            .add_service(keel_metadata::network::raft_server(
+                c.raft().clone(),
+                c.id(),
+                quorum::cluster_id_fn(cluster_view),
+            ))
+            .add_service(
+                ControllerServer::new(ControllerService::new(c.clone()))
+                    .max_decoding_message_size(MAX_MESSAGE),
+            );
+    }
+    let result = router
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stopped(stop))
+        .await;
+    if let Err(e) = result {
+        tracing::error!(error = %e, "internal listener failed");
     }
 }

@@ -62,7 +62,8 @@ impl Args {
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,openraft=warn".into()),
         )
         .init();
     let args = Args::parse();
@@ -73,10 +74,23 @@ async fn main() -> anyhow::Result<()> {
     };
     let config = Config::load(base, args.config.as_deref(), Config::env(), args.flags())
         .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
-    let node = Node::start(config)?;
-    node.run(async {
-        let _ = tokio::signal::ctrl_c().await;
-    })
-    .await;
+    let node = Node::start(config).await?;
+    node.run(terminated()).await;
     Ok(())
+}
+
+/// Resolves at SIGTERM or SIGINT (Ctrl-C): both start a controlled shutdown.
+async fn terminated() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch SIGTERM; only Ctrl-C stops the node");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
 }

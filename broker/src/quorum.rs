@@ -1,0 +1,94 @@
+//! The controller role of a node: the metadata Raft node on `<data_dir>/metadata`, over the
+//! gRPC transport, bootstrapped from `controller_voters`.
+//!
+//! Bootstrap: a voter whose Raft state is empty initializes the quorum with the configured
+//! voters. Every voter does this at its first start, which openraft allows when the membership
+//! is the same everywhere (the election decides; no split brain). A node that has state never
+//! initializes again, so a restart keeps what was committed.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use keel_metadata::network::GrpcNetwork;
+use keel_metadata::node::{ControllerNode, ControllerSettings};
+use keel_metadata::store::{self, MetadataView, NodeId};
+use openraft::BasicNode;
+
+use crate::config::Config;
+
+/// Why the controller role did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum QuorumError {
+    #[error("metadata directory {path}: {source}")]
+    Dir {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Start(#[from] store::StartError),
+    #[error("initializing the metadata quorum: {0}")]
+    Initialize(String),
+}
+
+/// openraft's timing: heartbeats every 100 ms, elections after 0.5–1 s without one (Kafka's
+/// KRaft uses a 1 s election timeout), snapshots every 10,000 entries.
+pub fn raft_config() -> openraft::Config {
+    openraft::Config {
+        cluster_name: "keel".into(),
+        heartbeat_interval: 100,
+        election_timeout_min: 500,
+        election_timeout_max: 1000,
+        install_snapshot_timeout: 10_000,
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(10_000),
+        max_in_snapshot_log_to_keep: 1000,
+        ..Default::default()
+    }
+}
+
+/// A function that reads the cluster id from a view once the view exists.
+pub fn cluster_id_fn(
+    view: Arc<OnceLock<MetadataView>>,
+) -> Arc<dyn Fn() -> Option<String> + Send + Sync> {
+    Arc::new(move || {
+        let id = view.get()?.current().cluster_id.clone();
+        (!id.is_empty()).then_some(id)
+    })
+}
+
+/// Starts this node's metadata Raft node and wraps it as a [`ControllerNode`].
+pub async fn start(config: &Config) -> Result<ControllerNode, QuorumError> {
+    let dir = config.data_dir.join("metadata");
+    std::fs::create_dir_all(&dir).map_err(|source| QuorumError::Dir {
+        path: dir.clone(),
+        source,
+    })?;
+    let id = NodeId::from(config.node_id);
+    let view_cell = Arc::new(OnceLock::new());
+    let network = GrpcNetwork::new(id, cluster_id_fn(view_cell.clone()));
+    let m = store::start(id, &dir, raft_config(), network).await?;
+    let _ = view_cell.set(m.view.clone());
+    let initialized = m
+        .raft
+        .is_initialized()
+        .await
+        .map_err(|e| QuorumError::Initialize(e.to_string()))?;
+    if !initialized {
+        let voters: BTreeMap<NodeId, BasicNode> = config
+            .controller_voters
+            .0
+            .iter()
+            .map(|(id, addr)| (NodeId::from(*id), BasicNode::new(addr.clone())))
+            .collect();
+        tracing::info!(?voters, "bootstrapping the metadata quorum");
+        m.raft
+            .initialize(voters)
+            .await
+            .map_err(|e| QuorumError::Initialize(e.to_string()))?;
+    }
+    let settings = ControllerSettings {
+        session_timeout: Duration::from_millis(config.broker_session_timeout_ms),
+        ..Default::default()
+    };
+    Ok(ControllerNode::new(id, m.raft, m.view, settings))
+}

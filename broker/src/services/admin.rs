@@ -1,0 +1,466 @@
+//! The `Admin` service: topic creation, deletion, configuration and partition growth.
+//!
+//! Every write runs on the active controller (see [`Route`]); each topic of a request succeeds
+//! or fails on its own. Reads (DescribeConfigs) come from this node's image. Operations of
+//! later issues (leader elections, reassignments) answer `UNIMPLEMENTED`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use keel_metadata::controller::{CreateTopicRequest, TOPIC_CONFIG_DEFAULTS};
+use keel_metadata::node::ControllerNode;
+use keel_proto::v1::admin_client::AdminClient;
+use keel_proto::v1::admin_server::Admin;
+use keel_proto::v1::*;
+use tonic::{Request, Response, Status};
+
+use super::convert::{parse_topic_id, topic_id_bytes, write_error};
+use super::{forward, Remote, Route, Shared};
+
+/// Partitions of a topic created without a count (Kafka's `num.partitions`).
+pub const DEFAULT_NUM_PARTITIONS: i32 = 1;
+/// Replicas of a topic created without a factor (Kafka's `default.replication.factor`).
+pub const DEFAULT_REPLICATION_FACTOR: i32 = 1;
+
+/// The `Admin` service of a node.
+pub struct AdminService {
+    shared: Arc<Shared>,
+}
+
+impl AdminService {
+    /// The service over a node's shared state.
+    pub fn new(shared: Arc<Shared>) -> Self {
+        AdminService { shared }
+    }
+}
+
+type Reply<T> = Result<Response<T>, Status>;
+
+/// Runs `local` on the active controller, or forwards the request there with `remote`; when
+/// neither is possible, `failed` builds the answer from the error.
+async fn on_controller<T, R, F>(
+    shared: &Shared,
+    req: Request<T>,
+    local: impl FnOnce(ControllerNode, T) -> F,
+    remote: Remote<T, R>,
+    failed: impl FnOnce(&T, Error) -> R,
+) -> Reply<R>
+where
+    T: Clone,
+    F: std::future::Future<Output = R>,
+{
+    let route = shared.route(req.metadata());
+    let body = req.into_inner();
+    let out = match route {
+        Route::Local(c) => local(c, body).await,
+        Route::Forward(addrs) => match forward(shared, &addrs, body.clone(), remote).await {
+            Ok(r) => r,
+            Err(e) => failed(&body, e),
+        },
+        Route::Unavailable(e) => failed(&body, e),
+    };
+    Ok(Response::new(out))
+}
+
+fn invalid(msg: impl Into<String>) -> Error {
+    Error::new(ErrorCode::InvalidRequest, msg)
+}
+
+/// Every config of a topic: its overrides, then the defaults of the keys it does not set.
+fn effective_configs(
+    overrides: &BTreeMap<String, String>,
+) -> std::collections::HashMap<String, String> {
+    let mut all: std::collections::HashMap<String, String> = TOPIC_CONFIG_DEFAULTS
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    all.extend(overrides.clone());
+    all
+}
+
+async fn create_one(c: &ControllerNode, t: &CreatableTopic, validate_only: bool) -> CreatedTopic {
+    let partitions = t.num_partitions.unwrap_or(DEFAULT_NUM_PARTITIONS);
+    let rf = t.replication_factor.unwrap_or(DEFAULT_REPLICATION_FACTOR);
+    let configs: BTreeMap<String, String> = t.configs.clone().into_iter().collect();
+    let mut out = CreatedTopic {
+        name: t.name.clone(),
+        num_partitions: partitions,
+        replication_factor: rf,
+        ..Default::default()
+    };
+    let refused = if !t.assignments.is_empty() {
+        Some(Error::new(
+            ErrorCode::InvalidReplicaAssignment,
+            "explicit replica assignments are not supported yet; give -p and -r instead",
+        ))
+    } else if t.name.starts_with("__") {
+        Some(Error::new(
+            ErrorCode::InvalidTopic,
+            format!(
+                "topic {:?}: names starting with __ are reserved for internal topics",
+                t.name
+            ),
+        ))
+    } else {
+        None
+    };
+    if let Some(e) = refused {
+        out.error = Some(e);
+        return out;
+    }
+    let req = CreateTopicRequest {
+        name: t.name.clone(),
+        partitions,
+        replication_factor: rf,
+        configs: configs.clone(),
+    };
+    match c.create_topic(req, validate_only).await {
+        Ok(id) => {
+            if !validate_only {
+                out.topic_id = topic_id_bytes(id);
+            }
+            out.configs = effective_configs(&configs);
+        }
+        Err(e) => out.error = Some(write_error(e)),
+    }
+    out
+}
+
+async fn create_topics(c: ControllerNode, req: CreateTopicsRequest) -> CreateTopicsResponse {
+    let mut seen = BTreeSet::new();
+    let mut topics = Vec::with_capacity(req.topics.len());
+    for t in req.topics {
+        if !seen.insert(t.name.clone()) {
+            topics.push(CreatedTopic {
+                name: t.name.clone(),
+                error: Some(invalid(format!("topic {:?} is listed twice", t.name))),
+                ..Default::default()
+            });
+            continue;
+        }
+        topics.push(create_one(&c, &t, req.validate_only).await);
+    }
+    CreateTopicsResponse {
+        error: None,
+        topics,
+    }
+}
+
+async fn delete_topics(c: ControllerNode, req: DeleteTopicsRequest) -> DeleteTopicsResponse {
+    let mut topics = Vec::with_capacity(req.topics.len());
+    for t in req.topics {
+        let id = (!t.topic_id.is_empty()).then(|| parse_topic_id(&t.topic_id));
+        let mut out = DeletedTopic {
+            name: t.name.clone(),
+            topic_id: t.topic_id.clone(),
+            error: None,
+        };
+        let name = match (id, t.name.as_str()) {
+            (Some(None), _) => {
+                out.error = Some(invalid("topic_id must be 16 bytes"));
+                topics.push(out);
+                continue;
+            }
+            (Some(Some(id)), "") => match c.view().current().topics.get(&id) {
+                Some(topic) => topic.name.clone(),
+                None => {
+                    out.error = Some(Error::new(
+                        ErrorCode::UnknownTopicId,
+                        format!("unknown topic id {id}"),
+                    ));
+                    topics.push(out);
+                    continue;
+                }
+            },
+            (_, name) => name.to_owned(),
+        };
+        match c.delete_topic(&name, id.flatten()).await {
+            Ok(id) => {
+                out.name = name;
+                out.topic_id = topic_id_bytes(id);
+            }
+            Err(e) => out.error = Some(write_error(e)),
+        }
+        topics.push(out);
+    }
+    DeleteTopicsResponse {
+        error: None,
+        topics,
+    }
+}
+
+fn topic_resource(r: &Option<ConfigResource>) -> Result<String, Error> {
+    match r {
+        Some(r) if r.r#type == ConfigResourceType::Topic as i32 => Ok(r.name.clone()),
+        Some(r) if r.r#type == ConfigResourceType::Broker as i32 => Err(invalid(
+            "broker configs are static (the config file); only topic configs can be read or changed here",
+        )),
+        _ => Err(invalid("the resource type must be TOPIC or BROKER")),
+    }
+}
+
+async fn alter_configs(c: ControllerNode, req: AlterConfigsRequest) -> AlterConfigsResponse {
+    let mut results = Vec::with_capacity(req.resources.len());
+    for r in req.resources {
+        let error = match topic_resource(&r.resource) {
+            Err(e) => Some(e),
+            Ok(name) => match config_changes(&r.configs) {
+                Err(e) => Some(e),
+                Ok(changes) => c
+                    .alter_configs(&name, changes, req.validate_only)
+                    .await
+                    .err()
+                    .map(write_error),
+            },
+        };
+        results.push(AlterConfigsResult {
+            resource: r.resource,
+            error,
+        });
+    }
+    AlterConfigsResponse {
+        error: None,
+        results,
+    }
+}
+
+fn config_changes(configs: &[AlterableConfig]) -> Result<BTreeMap<String, Option<String>>, Error> {
+    let mut changes = BTreeMap::new();
+    for c in configs {
+        let value = match AlterConfigOp::try_from(c.op) {
+            Ok(AlterConfigOp::Set) => Some(c.value.clone()),
+            Ok(AlterConfigOp::Delete) => None,
+            _ => {
+                return Err(invalid(format!(
+                    "config {}: op must be SET or DELETE",
+                    c.name
+                )))
+            }
+        };
+        if changes.insert(c.name.clone(), value).is_some() {
+            return Err(invalid(format!("config {} is listed twice", c.name)));
+        }
+    }
+    Ok(changes)
+}
+
+async fn create_partitions(
+    c: ControllerNode,
+    req: CreatePartitionsRequest,
+) -> CreatePartitionsResponse {
+    let mut results = Vec::with_capacity(req.topics.len());
+    for t in req.topics {
+        let error = if !t.assignments.is_empty() {
+            Some(Error::new(
+                ErrorCode::InvalidReplicaAssignment,
+                "explicit replica assignments are not supported yet",
+            ))
+        } else {
+            c.create_partitions(&t.name, t.count, req.validate_only)
+                .await
+                .err()
+                .map(write_error)
+        };
+        results.push(CreatePartitionsResult {
+            name: t.name,
+            error,
+        });
+    }
+    CreatePartitionsResponse {
+        error: None,
+        results,
+    }
+}
+
+fn describe_configs(shared: &Shared, req: &DescribeConfigsRequest) -> DescribeConfigsResponse {
+    let image = shared.view.current();
+    let results = req
+        .resources
+        .iter()
+        .map(|r| {
+            let mut out = DescribeConfigsResult {
+                resource: r.resource.clone(),
+                ..Default::default()
+            };
+            let topic = topic_resource(&r.resource).and_then(|name| {
+                image.topic_by_name(&name).ok_or_else(|| {
+                    Error::new(
+                        ErrorCode::UnknownTopicOrPartition,
+                        format!("unknown topic {name}"),
+                    )
+                })
+            });
+            match topic {
+                Err(e) => out.error = Some(e),
+                Ok(t) => out.entries = config_entries(&t.configs, &r.config_names),
+            }
+            out
+        })
+        .collect();
+    DescribeConfigsResponse {
+        error: None,
+        results,
+    }
+}
+
+fn config_entries(overrides: &BTreeMap<String, String>, names: &[String]) -> Vec<ConfigEntry> {
+    TOPIC_CONFIG_DEFAULTS
+        .iter()
+        .filter(|(k, _)| names.is_empty() || names.iter().any(|n| n == k))
+        .map(|(k, default)| {
+            let (value, source) = match overrides.get(*k) {
+                Some(v) => (v.clone(), ConfigSource::DynamicTopicConfig),
+                None => ((*default).to_owned(), ConfigSource::DefaultConfig),
+            };
+            ConfigEntry {
+                name: (*k).to_owned(),
+                value: Some(value),
+                source: source as i32,
+                ..Default::default()
+            }
+        })
+        .collect()
+}
+
+fn each_topic_failed<T>(
+    names: impl Iterator<Item = String>,
+    e: &Error,
+    make: impl Fn(String, Error) -> T,
+) -> Vec<T> {
+    names.map(|n| make(n, e.clone())).collect()
+}
+
+#[tonic::async_trait]
+impl Admin for AdminService {
+    async fn create_topics(
+        &self,
+        req: Request<CreateTopicsRequest>,
+    ) -> Reply<CreateTopicsResponse> {
+        on_controller(
+            &self.shared,
+            req,
+            create_topics,
+            |ch, r| Box::pin(async move { AdminClient::new(ch).create_topics(r).await }),
+            |body, e| CreateTopicsResponse {
+                topics: each_topic_failed(
+                    body.topics.iter().map(|t| t.name.clone()),
+                    &e,
+                    |name, error| CreatedTopic {
+                        name,
+                        error: Some(error),
+                        ..Default::default()
+                    },
+                ),
+                error: Some(e),
+            },
+        )
+        .await
+    }
+
+    async fn delete_topics(
+        &self,
+        req: Request<DeleteTopicsRequest>,
+    ) -> Reply<DeleteTopicsResponse> {
+        on_controller(
+            &self.shared,
+            req,
+            delete_topics,
+            |ch, r| Box::pin(async move { AdminClient::new(ch).delete_topics(r).await }),
+            |body, e| DeleteTopicsResponse {
+                topics: each_topic_failed(
+                    body.topics.iter().map(|t| t.name.clone()),
+                    &e,
+                    |name, error| DeletedTopic {
+                        name,
+                        error: Some(error),
+                        ..Default::default()
+                    },
+                ),
+                error: Some(e),
+            },
+        )
+        .await
+    }
+
+    async fn describe_configs(
+        &self,
+        req: Request<DescribeConfigsRequest>,
+    ) -> Reply<DescribeConfigsResponse> {
+        Ok(Response::new(describe_configs(&self.shared, req.get_ref())))
+    }
+
+    async fn alter_configs(
+        &self,
+        req: Request<AlterConfigsRequest>,
+    ) -> Reply<AlterConfigsResponse> {
+        on_controller(
+            &self.shared,
+            req,
+            alter_configs,
+            |ch, r| Box::pin(async move { AdminClient::new(ch).alter_configs(r).await }),
+            |body, e| AlterConfigsResponse {
+                results: body
+                    .resources
+                    .iter()
+                    .map(|r| AlterConfigsResult {
+                        resource: r.resource.clone(),
+                        error: Some(e.clone()),
+                    })
+                    .collect(),
+                error: Some(e),
+            },
+        )
+        .await
+    }
+
+    async fn create_partitions(
+        &self,
+        req: Request<CreatePartitionsRequest>,
+    ) -> Reply<CreatePartitionsResponse> {
+        on_controller(
+            &self.shared,
+            req,
+            create_partitions,
+            |ch, r| Box::pin(async move { AdminClient::new(ch).create_partitions(r).await }),
+            |body, e| CreatePartitionsResponse {
+                results: each_topic_failed(
+                    body.topics.iter().map(|t| t.name.clone()),
+                    &e,
+                    |name, error| CreatePartitionsResult {
+                        name,
+                        error: Some(error),
+                    },
+                ),
+                error: Some(e),
+            },
+        )
+        .await
+    }
+
+    async fn elect_leaders(
+        &self,
+        _req: Request<ElectLeadersRequest>,
+    ) -> Reply<ElectLeadersResponse> {
+        Err(Status::unimplemented(
+            "leader elections come with the elastic-cluster work",
+        ))
+    }
+
+    async fn alter_partition_reassignments(
+        &self,
+        _req: Request<AlterPartitionReassignmentsRequest>,
+    ) -> Reply<AlterPartitionReassignmentsResponse> {
+        Err(Status::unimplemented(
+            "reassignments come with the elastic-cluster work",
+        ))
+    }
+
+    async fn list_partition_reassignments(
+        &self,
+        _req: Request<ListPartitionReassignmentsRequest>,
+    ) -> Reply<ListPartitionReassignmentsResponse> {
+        Err(Status::unimplemented(
+            "reassignments come with the elastic-cluster work",
+        ))
+    }
+}

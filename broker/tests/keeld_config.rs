@@ -1,0 +1,100 @@
+//! `keeld` refuses bad configuration at start-up with a message that names the key, and exits
+//! non-zero without touching its data directory.
+//!
+//! Being an integration test of keel-broker, this file also makes `cargo test --workspace`
+//! build the `keeld` binary that the multi-node tests of keel-tests start.
+
+use std::process::Command;
+
+/// Flags, environment, and what the error must mention.
+type Case<'a> = (Vec<&'a str>, Vec<(&'a str, &'a str)>, &'a str);
+
+fn keeld(args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_keeld"));
+    cmd.args(args).env_remove("RUST_LOG");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("run keeld");
+    let text =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    (out.status.success(), text)
+}
+
+#[test]
+fn bad_flags_and_values_stop_start_up_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let data = data.to_str().unwrap();
+    let cases: Vec<Case> = vec![
+        (
+            vec![
+                "--data-dir",
+                data,
+                "--roles",
+                "leader",
+                "--controller-voters",
+                "1@127.0.0.1:1",
+            ],
+            vec![],
+            "roles",
+        ),
+        (
+            vec!["--data-dir", data, "--controller-voters", "1@nowhere"],
+            vec![],
+            "controller_voters",
+        ),
+        (
+            vec![
+                "--data-dir",
+                data,
+                "--node-id",
+                "2",
+                "--controller-voters",
+                "1@127.0.0.1:1",
+            ],
+            vec![],
+            "not a voter",
+        ),
+        (
+            vec!["--data-dir", data, "--config", "/no/such/keeld.toml"],
+            vec![],
+            "not found",
+        ),
+        (
+            vec!["--data-dir", data, "--controller-voters", "1@127.0.0.1:1"],
+            vec![("KEEL_BROKER_HEARTBEAT_INTERVAL_MS", "0")],
+            "broker_heartbeat_interval_ms",
+        ),
+    ];
+    for (args, env, needle) in cases {
+        let (ok, text) = keeld(&args, &env);
+        assert!(!ok, "{args:?} started");
+        assert!(
+            text.contains(needle),
+            "{args:?}: {text:?} should mention {needle}"
+        );
+    }
+    assert!(!std::path::Path::new(data).exists(), "nothing was created");
+}
+
+#[test]
+fn a_taken_port_is_named() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (ok, text) = keeld(
+        &[
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--listen",
+            &addr,
+            "--controller-voters",
+            "1@127.0.0.1:1",
+        ],
+        &[],
+    );
+    assert!(!ok);
+    assert!(text.contains("listen") && text.contains(&addr), "{text}");
+}
