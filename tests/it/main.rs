@@ -1,3 +1,5 @@
 //! Keel's integration tests: real processes and real files.
 
+mod t10_quorum;
+mod t11_cli;
 mod t50_storage_crash;

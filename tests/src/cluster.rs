@@ -1,0 +1,280 @@
+//! A cluster of real `keeld` processes on 127.0.0.1 for tests: each node with its own data
+//! directory, free ports and log file, started, killed (`SIGKILL`), stopped (`SIGTERM`),
+//! paused (`SIGSTOP`/`SIGCONT`) and restarted by the test. Every process still running when
+//! the cluster is dropped is killed by its pid.
+//!
+//! The `keeld` binary is found next to the test executable's folder (`target/<profile>/keeld`,
+//! which `cargo test --workspace` builds because keel-broker has an integration test), or at
+//! `$KEELD`.
+
+use std::collections::BTreeMap;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+/// Timing and shape of a test cluster.
+#[derive(Clone, Debug)]
+pub struct Spec {
+    /// Nodes with both roles; they are the controller voters (ids 1..=n).
+    pub voters: u32,
+    /// Extra nodes with only the broker role (ids after the voters).
+    pub brokers: u32,
+    /// `broker_session_timeout_ms`.
+    pub session_timeout_ms: u64,
+    /// `broker_heartbeat_interval_ms`.
+    pub heartbeat_interval_ms: u64,
+}
+
+impl Default for Spec {
+    fn default() -> Self {
+        Spec {
+            voters: 3,
+            brokers: 0,
+            session_timeout_ms: 3000,
+            heartbeat_interval_ms: 500,
+        }
+    }
+}
+
+/// One node's addresses and process.
+pub struct NodeProc {
+    /// Node id.
+    pub id: u32,
+    /// Client listener.
+    pub client: SocketAddr,
+    /// Internal listener.
+    pub internal: SocketAddr,
+    /// HTTP listener.
+    pub http: SocketAddr,
+    /// Whether it has the controller role.
+    pub voter: bool,
+    data_dir: PathBuf,
+    log: PathBuf,
+    child: Option<Child>,
+}
+
+/// A running test cluster.
+pub struct TestCluster {
+    spec: Spec,
+    dir: TempDir,
+    nodes: BTreeMap<u32, NodeProc>,
+}
+
+fn free_addr() -> SocketAddr {
+    // Bound and released at once; a port taken in between fails start-up loudly, not silently.
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free loopback port")
+}
+
+/// The `keeld` binary under test.
+pub fn keeld_path() -> PathBuf {
+    if let Some(p) = std::env::var_os("KEELD") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test> → target/<profile>/keeld
+    let path = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|d| d.join("keeld"))
+        .expect("target folder");
+    assert!(
+        path.is_file(),
+        "{} not found: run the workspace tests (cargo test --workspace) or set KEELD",
+        path.display()
+    );
+    path
+}
+
+impl TestCluster {
+    /// Starts the cluster of `spec` and returns once every process is running (not yet
+    /// ready: see the readiness helpers of the test modules).
+    pub fn start(spec: Spec) -> TestCluster {
+        let dir = TempDir::new().expect("tempdir");
+        let mut nodes = BTreeMap::new();
+        for id in 1..=spec.voters + spec.brokers {
+            let node = NodeProc {
+                id,
+                client: free_addr(),
+                internal: free_addr(),
+                http: free_addr(),
+                voter: id <= spec.voters,
+                data_dir: dir.path().join(format!("node-{id}")),
+                log: dir.path().join(format!("node-{id}.log")),
+                child: None,
+            };
+            nodes.insert(id, node);
+        }
+        let mut cluster = TestCluster { spec, dir, nodes };
+        let ids: Vec<u32> = cluster.nodes.keys().copied().collect();
+        for id in ids {
+            cluster.start_node(id);
+        }
+        cluster
+    }
+
+    /// The `controller_voters` value of this cluster.
+    pub fn voters(&self) -> String {
+        self.nodes
+            .values()
+            .filter(|n| n.voter)
+            .map(|n| format!("{}@{}", n.id, n.internal))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Node `id`.
+    pub fn node(&self, id: u32) -> &NodeProc {
+        &self.nodes[&id]
+    }
+
+    /// Ids of all nodes.
+    pub fn ids(&self) -> Vec<u32> {
+        self.nodes.keys().copied().collect()
+    }
+
+    /// `http://host:port` of node `id`'s client listener.
+    pub fn client_url(&self, id: u32) -> String {
+        format!("http://{}", self.nodes[&id].client)
+    }
+
+    /// The working folder of the cluster (data directories and logs).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Starts (or restarts) node `id` with its data directory and ports.
+    pub fn start_node(&mut self, id: u32) {
+        let voters = self.voters();
+        let spec = self.spec.clone();
+        let node = self.nodes.get_mut(&id).expect("known node");
+        assert!(node.child.is_none(), "node {id} is running");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&node.log)
+            .expect("log file");
+        let roles = if node.voter {
+            "broker,controller"
+        } else {
+            "broker"
+        };
+        let child = Command::new(keeld_path())
+            .arg("--node-id")
+            .arg(id.to_string())
+            .arg("--roles")
+            .arg(roles)
+            .arg("--listen")
+            .arg(node.client.to_string())
+            .arg("--internal-listen")
+            .arg(node.internal.to_string())
+            .arg("--http-listen")
+            .arg(node.http.to_string())
+            .arg("--data-dir")
+            .arg(&node.data_dir)
+            .arg("--controller-voters")
+            .arg(voters)
+            .env(
+                "KEEL_BROKER_SESSION_TIMEOUT_MS",
+                spec.session_timeout_ms.to_string(),
+            )
+            .env(
+                "KEEL_BROKER_HEARTBEAT_INTERVAL_MS",
+                spec.heartbeat_interval_ms.to_string(),
+            )
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log file"))
+            .stderr(log)
+            .spawn()
+            .expect("start keeld");
+        node.child = Some(child);
+    }
+
+    fn pid(&self, id: u32) -> i32 {
+        let child = self.nodes[&id].child.as_ref().expect("node is running");
+        child.id() as i32
+    }
+
+    fn signal(&self, id: u32, sig: i32) {
+        // SAFETY: kill(2) on the pid of a child this cluster started and has not reaped.
+        let rc = unsafe { libc::kill(self.pid(id), sig) };
+        assert_eq!(rc, 0, "signal {sig} to node {id}");
+    }
+
+    /// `kill -9` node `id` and reap it.
+    pub fn kill(&mut self, id: u32) {
+        let node = self.nodes.get_mut(&id).expect("known node");
+        let mut child = node.child.take().expect("node is running");
+        child.kill().expect("SIGKILL");
+        child.wait().expect("reap");
+    }
+
+    /// Sends SIGTERM to node `id` and waits up to `within` for it to exit; returns its status.
+    pub fn terminate(&mut self, id: u32, within: Duration) -> ExitStatus {
+        self.signal(id, libc::SIGTERM);
+        let node = self.nodes.get_mut(&id).expect("known node");
+        let mut child = node.child.take().expect("node is running");
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "node {id} did not exit within {within:?} of SIGTERM\n{}",
+                    self.log_tail(id)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Freezes node `id` (SIGSTOP).
+    pub fn pause(&self, id: u32) {
+        self.signal(id, libc::SIGSTOP);
+    }
+
+    /// Thaws node `id` (SIGCONT).
+    pub fn resume(&self, id: u32) {
+        self.signal(id, libc::SIGCONT);
+    }
+
+    /// Whether node `id` has a running process.
+    pub fn is_running(&self, id: u32) -> bool {
+        self.nodes[&id].child.is_some()
+    }
+
+    /// The last lines of node `id`'s log, for failure messages.
+    pub fn log_tail(&self, id: u32) -> String {
+        let text = std::fs::read_to_string(&self.nodes[&id].log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        let start = lines.len().saturating_sub(40);
+        format!("--- node {id} log ---\n{}", lines[start..].join("\n"))
+    }
+}
+
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            // The test failed: its nodes' last words are the best clue.
+            for id in self.nodes.keys() {
+                eprintln!("{}", self.log_tail(*id));
+            }
+        }
+        for node in self.nodes.values_mut() {
+            if let Some(mut child) = node.child.take() {
+                // SAFETY: as in `signal`; a paused child must be thawed to die promptly.
+                unsafe { libc::kill(child.id() as i32, libc::SIGCONT) };
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}
