@@ -190,3 +190,45 @@ fn topic_cluster_and_quorum_verbs_work_end_to_end() {
     cli.ok(&["topic", "delete", "orders"]);
     assert!(cli.json(&["topic", "list"]).as_array().unwrap().is_empty());
 }
+
+/// `keeld --dev` is a one-node cluster that needs no flags, and `keel` finds it with no
+/// `--bootstrap` (both default to 127.0.0.1:9292).
+#[test]
+fn keeld_dev_is_a_ready_one_node_cluster() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut dev = Command::new(keeld_path())
+        .arg("--dev")
+        .current_dir(dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start keeld --dev");
+    let keel = |args: &[&str]| {
+        Command::new(keel_path())
+            .args(args)
+            .env_remove("KEEL_BOOTSTRAP")
+            .output()
+            .expect("run keel")
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let created = loop {
+        let out = keel(&["topic", "create", "dev-topic", "-p", "2"]);
+        if out.status.success() || Instant::now() > deadline {
+            break out;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let described = keel(&["topic", "describe", "dev-topic", "--output", "json"]);
+    // SAFETY: SIGTERM to the child we started: a clean stop.
+    unsafe { libc::kill(dev.id() as i32, libc::SIGTERM) };
+    let status = dev.wait().expect("keeld exits");
+    assert!(
+        created.status.success(),
+        "{}",
+        String::from_utf8_lossy(&created.stderr)
+    );
+    let d: Value = serde_json::from_slice(&described.stdout).expect("JSON");
+    assert_eq!(d["partitions"].as_array().map(Vec::len), Some(2));
+    assert!(status.success(), "keeld --dev exited with {status}");
+    assert!(dir.path().join(".keel-dev/data/metadata").is_dir());
+}

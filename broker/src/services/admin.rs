@@ -15,7 +15,7 @@ use keel_proto::v1::*;
 use tonic::{Request, Response, Status};
 
 use super::convert::{parse_topic_id, topic_id_bytes, write_error};
-use super::{forward, Remote, Route, Shared};
+use super::{forward, with_offset, Remote, Route, Shared};
 
 /// Partitions of a topic created without a count (Kafka's `num.partitions`).
 pub const DEFAULT_NUM_PARTITIONS: i32 = 1;
@@ -52,7 +52,10 @@ where
     let route = shared.route(req.metadata());
     let body = req.into_inner();
     let out = match route {
-        Route::Local(c) => local(c, body).await,
+        Route::Local(c) => {
+            let out = local(c, body).await;
+            return Ok(with_offset(out, shared.view.offset()));
+        }
         Route::Forward(addrs) => match forward(shared, &addrs, body.clone(), remote).await {
             Ok(r) => r,
             Err(e) => failed(&body, e),

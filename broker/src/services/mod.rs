@@ -23,6 +23,7 @@ pub mod convert;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::Mutex;
+use std::time::Duration;
 
 use keel_metadata::node::ControllerNode;
 use keel_metadata::store::MetadataView;
@@ -31,6 +32,21 @@ use tonic::transport::{Channel, Endpoint};
 
 /// The request header that marks a forwarded request.
 pub const FORWARDED: &str = "keel-forwarded";
+
+/// The response header in which the active controller reports the metadata offset its answer
+/// reflects. A forwarding node waits until it has applied that offset before it relays the
+/// answer, so a client that writes through a node and then reads from it sees its write.
+pub const METADATA_OFFSET: &str = "keel-metadata-offset";
+
+/// `body` as a response that carries `offset` in the [`METADATA_OFFSET`] header.
+pub fn with_offset<R>(body: R, offset: u64) -> tonic::Response<R> {
+    let mut resp = tonic::Response::new(body);
+    resp.metadata_mut().insert(
+        METADATA_OFFSET,
+        tonic::metadata::MetadataValue::from(offset),
+    );
+    resp
+}
 
 /// What the services of one node share.
 pub struct Shared {
@@ -162,7 +178,18 @@ pub async fn forward<T: Clone, R>(
         req.metadata_mut()
             .insert(FORWARDED, tonic::metadata::MetadataValue::from_static("1"));
         match call(shared.channel(addr), req).await {
-            Ok(resp) => return Ok(resp.into_inner()),
+            Ok(resp) => {
+                let offset = resp
+                    .metadata()
+                    .get(METADATA_OFFSET)
+                    .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+                if let Some(offset) = offset {
+                    // Best effort: a slow follower still answers, just without the guarantee.
+                    let mut view = shared.view.clone();
+                    let _ = view.wait_for_offset(offset, Duration::from_secs(5)).await;
+                }
+                return Ok(resp.into_inner());
+            }
             Err(status) => {
                 tracing::debug!(%addr, %status, "forwarding to the controller failed");
             }
