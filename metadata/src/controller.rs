@@ -656,7 +656,8 @@ pub fn register_broker(
     Ok(Registration::Records(out))
 }
 
-fn current_broker(
+/// The state of `broker_id`'s registration if `epoch` is its current one.
+pub fn current_broker(
     image: &MetadataImage,
     broker_id: BrokerId,
     epoch: BrokerEpoch,
@@ -797,6 +798,22 @@ pub fn controlled_shutdown_done(image: &MetadataImage, broker_id: BrokerId) -> b
     image
         .partitions()
         .all(|(_, _, p)| p.leader != Some(broker_id))
+}
+
+/// Hands the next `size` producer ids to a broker with a current registration.
+pub fn allocate_producer_ids(
+    image: &MetadataImage,
+    broker_id: BrokerId,
+    epoch: BrokerEpoch,
+    size: i32,
+) -> Result<Record> {
+    current_broker(image, broker_id, epoch)?;
+    Ok(Record::ProducerIdsBlock(ProducerIdsBlock {
+        broker_id,
+        broker_epoch: epoch,
+        first_producer_id: image.next_producer_id,
+        size,
+    }))
 }
 
 /// Brokers whose last heartbeat (`last_heartbeat_ms`, kept by the controller in memory) is more

@@ -420,23 +420,10 @@ impl ControllerNode {
             return Err(self.not_controller());
         }
         let image = self.inner.view.current();
-        let b = image
-            .brokers
-            .get(&hb.broker_id)
-            .ok_or(ControllerError::BrokerNotRegistered {
-                broker_id: hb.broker_id,
-            })?;
-        if b.broker_epoch != hb.broker_epoch {
-            return Err(ControllerError::StaleBrokerEpoch {
-                broker_id: hb.broker_id,
-                given: hb.broker_epoch,
-                current: b.broker_epoch,
-            }
-            .into());
-        }
+        let state = controller::current_broker(&image, hb.broker_id, hb.broker_epoch)?;
         self.touch(hb.broker_id);
         let is_caught_up = hb.metadata_offset >= hb.broker_epoch;
-        let state = match b.state {
+        let state = match state {
             BrokerState::Fenced if is_caught_up && !hb.want_fence && !hb.want_shutdown => {
                 self.write(|img| {
                     Ok((
@@ -504,25 +491,13 @@ impl ControllerNode {
     ) -> Result<i64> {
         let (_, first) = self
             .write(|img| {
-                let b = img
-                    .brokers
-                    .get(&broker_id)
-                    .ok_or(ControllerError::BrokerNotRegistered { broker_id })?;
-                if b.broker_epoch != broker_epoch {
-                    return Err(ControllerError::StaleBrokerEpoch {
-                        broker_id,
-                        given: broker_epoch,
-                        current: b.broker_epoch,
-                    });
-                }
-                let first = img.next_producer_id;
-                let record = Record::ProducerIdsBlock(ProducerIdsBlock {
+                let record = controller::allocate_producer_ids(
+                    img,
                     broker_id,
                     broker_epoch,
-                    first_producer_id: first,
-                    size: PRODUCER_ID_BLOCK,
-                });
-                Ok((vec![record], first))
+                    PRODUCER_ID_BLOCK,
+                )?;
+                Ok((vec![record], img.next_producer_id))
             })
             .await?;
         Ok(first)
