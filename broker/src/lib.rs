@@ -72,6 +72,8 @@ pub struct Node {
     client_addr: SocketAddr,
     internal_addr: SocketAddr,
     stop_tx: watch::Sender<bool>,
+    /// Stops the listeners, last: peers and clients reach the node until Raft has stopped.
+    listeners_tx: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
     broker_task: Option<JoinHandle<()>>,
     status: watch::Receiver<lifecycle::Status>,
@@ -113,9 +115,10 @@ impl Node {
             voters,
         ));
         let (stop_tx, stop_rx) = watch::channel(false);
+        let (listeners_tx, listeners_rx) = watch::channel(false);
         let mut tasks = vec![
-            tokio::spawn(serve_client(shared.clone(), client, stop_rx.clone())),
-            tokio::spawn(serve_internal(shared.clone(), internal, stop_rx.clone())),
+            tokio::spawn(serve_client(shared.clone(), client, listeners_rx.clone())),
+            tokio::spawn(serve_internal(shared.clone(), internal, listeners_rx)),
         ];
         if let Some(c) = &controller {
             tasks.push(tokio::spawn(c.clone().run(stopped(stop_rx.clone()))));
@@ -148,6 +151,7 @@ impl Node {
             client_addr,
             internal_addr,
             stop_tx,
+            listeners_tx,
             tasks,
             broker_task,
             status,
@@ -188,7 +192,8 @@ impl Node {
     }
 
     /// Runs until `shutdown` completes, then stops in order: controlled shutdown of the broker
-    /// role (leaderships move away first), Raft, listeners.
+    /// role (leaderships move away first), hand-over of controller leadership, Raft,
+    /// listeners.
     pub async fn run(mut self, shutdown: impl Future<Output = ()>) {
         shutdown.await;
         tracing::info!(node_id = self.config.node_id, "node stopping");
@@ -196,14 +201,13 @@ impl Node {
         if let Some(t) = self.broker_task.take() {
             let _ = t.await;
         }
-        // openraft 0.9 cannot hand leadership over while the leader heartbeats (the voters'
-        // leader lease refuses the election), so an active controller just stops; the others
-        // elect a new one within an election timeout (0.5–1 s).
         if let Some(c) = self.shared.controller.clone() {
+            hand_over_leadership(&c).await;
             if let Err(e) = c.raft().shutdown().await {
                 tracing::warn!(error = %e, "metadata raft did not stop cleanly");
             }
         }
+        self.listeners_tx.send_replace(true);
         for t in self.tasks.drain(..) {
             let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
         }
@@ -303,5 +307,65 @@ async fn serve_internal(shared: Arc<Shared>, listener: TcpListener, stop: watch:
         .await;
     if let Err(e) = result {
         tracing::error!(error = %e, "internal listener failed");
+    }
+}
+
+/// When this node is the active controller, hands leadership to the most caught-up other
+/// voter before Raft stops, so the quorum does not wait an election timeout: the procedure of
+/// `keel_metadata::network` (wait until the target's log matches, stop competing, ask it to
+/// run). Bounded: if anything fails, the others elect on their own.
+async fn hand_over_leadership(c: &ControllerNode) {
+    let Some(state) = c.quorum_state() else {
+        return;
+    };
+    let last = c.raft().metrics().borrow().last_log_index;
+    let Some(target) = state
+        .voters
+        .iter()
+        .filter(|v| v.node_id != c.id())
+        .max_by_key(|v| v.matched)
+        .cloned()
+    else {
+        return;
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    while tokio::time::Instant::now() < deadline {
+        let matched = c.quorum_state().and_then(|s| {
+            s.voters
+                .iter()
+                .find(|v| v.node_id == target.node_id)
+                .and_then(|v| v.matched)
+        });
+        if matched >= last {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    c.raft().runtime_config().elect(false);
+    let cluster_id = Some(c.view().current().cluster_id.clone()).filter(|id| !id.is_empty());
+    let asked = keel_metadata::network::request_election(
+        &target.endpoint,
+        c.id(),
+        target.node_id,
+        cluster_id,
+    )
+    .await;
+    if let Err(e) = asked {
+        tracing::warn!(to = target.node_id, error = %e, "leadership hand-over failed; the others will elect");
+        return;
+    }
+    let moved = c
+        .raft()
+        .wait(Some(Duration::from_secs(3)))
+        .metrics(
+            |m| m.current_leader.is_some_and(|l| l != c.id()),
+            "leadership moved",
+        )
+        .await;
+    match moved {
+        Ok(m) => tracing::info!(to = ?m.current_leader, "controller leadership handed over"),
+        Err(e) => {
+            tracing::warn!(error = %e, "leadership did not move in time; the others will elect")
+        }
     }
 }

@@ -2,31 +2,15 @@
 //! image, failover, restart from RocksDB, and catch-up through a snapshot.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::Duration;
 
-use openraft::{BasicNode, Config, ServerState, SnapshotPolicy};
+use openraft::{BasicNode, ServerState};
 use tempfile::TempDir;
 
 use super::Router;
-use crate::controller::{self, CreateTopicRequest, RegisterBrokerRequest, Registration};
+use crate::controller::{self, CreateTopicRequest};
 use crate::records::*;
-use crate::store::{self, MetadataNode, MetadataRaft, MetadataRequest, MetadataResponse, NodeId};
-
-const WAIT: Duration = Duration::from_secs(10);
-
-fn config() -> Config {
-    Config {
-        cluster_name: "keel-test".into(),
-        heartbeat_interval: 50,
-        election_timeout_min: 200,
-        election_timeout_max: 400,
-        // Small, so that a few writes build a snapshot and purge the log behind it.
-        snapshot_policy: SnapshotPolicy::LogsSinceLast(5),
-        max_in_snapshot_log_to_keep: 0,
-        purge_batch_size: 1,
-        ..Default::default()
-    }
-}
+use crate::store::{MetadataNode, MetadataRaft, MetadataResponse, NodeId};
+use crate::test_support::{self, config, register, WAIT};
 
 struct Cluster {
     router: Router,
@@ -42,9 +26,7 @@ impl Cluster {
             .or_insert_with(|| TempDir::new().expect("tempdir"))
             .path()
             .to_owned();
-        let node = store::start(id, &dir, config(), self.router.network(id))
-            .await
-            .expect("start node");
+        let node = test_support::start_node(id, &dir, config(), || self.router.network(id)).await;
         self.router.add(id, node.raft.clone());
         self.nodes.insert(id, node);
     }
@@ -61,62 +43,16 @@ impl Cluster {
 
     /// Waits until node `on` sees a leader other than `not`, and returns it.
     async fn leader(&self, on: NodeId, not: Option<NodeId>) -> NodeId {
-        let m = self
-            .raft(on)
-            .wait(Some(WAIT))
-            .metrics(
-                |m| m.current_leader.is_some_and(|l| Some(l) != not),
-                "a leader is elected",
-            )
-            .await
-            .expect("leader elected");
-        m.current_leader.expect("checked")
+        test_support::leader(self.raft(on), not).await
     }
 
     async fn write(&self, leader: NodeId, records: Vec<Record>) -> MetadataResponse {
-        let resp = self
-            .raft(leader)
-            .client_write(MetadataRequest { records })
-            .await
-            .expect("write committed");
-        assert!(
-            resp.data.refused.is_empty(),
-            "refused: {:?}",
-            resp.data.refused
-        );
-        resp.data
+        test_support::write(self.raft(leader), records).await
     }
 
     /// Waits until every running node's image has applied `offset`.
     async fn converge(&self, offset: u64) {
-        for (id, node) in &self.nodes {
-            let mut view = node.view.clone();
-            view.wait_for_offset(offset, WAIT)
-                .await
-                .unwrap_or_else(|e| panic!("node {id} did not reach offset {offset}: {e}"));
-        }
-    }
-}
-
-fn register(id: BrokerId, image: &crate::image::MetadataImage) -> Vec<Record> {
-    let req = RegisterBrokerRequest {
-        broker_id: id,
-        incarnation_id: IncarnationId(1000 + id as u128),
-        endpoints: BrokerEndpoints {
-            client: Endpoint {
-                host: "127.0.0.1".into(),
-                port: 9000 + id as u16,
-            },
-            internal: Endpoint {
-                host: "127.0.0.1".into(),
-                port: 9100 + id as u16,
-            },
-        },
-        rack: None,
-    };
-    match controller::register_broker(image, &req, false, 1).expect("register") {
-        Registration::Records(r) => r,
-        Registration::Existing(_) => panic!("fresh broker"),
+        test_support::converge(&self.nodes, offset).await
     }
 }
 

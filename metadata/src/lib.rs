@@ -8,14 +8,17 @@
 //!   order, deterministically;
 //! - [`controller`] — pure functions that turn requests into records or typed errors
 //!   (topic validation, replica placement, fencing, controlled shutdown, AlterPartition);
-//! - [`network`] — the gRPC Raft transport (`keel.v1.Raft`): openraft's network client and
-//!   the server that hands messages to the local Raft node;
+//! - [`network`] — the production Raft transport over gRPC (`keel.v1.Raft`):
+//!   [`GrpcNetwork`](network::GrpcNetwork) for openraft, [`raft_server`](network::raft_server)
+//!   for the node's internal listener, [`request_election`](network::request_election) for
+//!   leadership hand-over;
 //! - [`node`] — [`ControllerNode`](node::ControllerNode): a voter at run time, with the
 //!   active controller's write path, broker sessions and fencing timer;
 //! - [`store`] — openraft's [`TypeConfig`](store::TypeConfig), the RocksDB log store, the state
 //!   machine holding the image with its snapshots, [`MetadataView`](store::MetadataView), and
 //!   [`store::start`] to run a node;
-//! - [`testing`] — an in-process Raft transport ([`Router`](testing::Router)) for tests.
+//! - [`testing`] — an in-process Raft transport ([`Router`](testing::Router)) for tests;
+//! - `test_support.rs` — helpers shared by the multi-node tests (config, waits, writes).
 
 pub mod controller;
 pub mod image;
@@ -24,3 +27,6 @@ pub mod node;
 pub mod records;
 pub mod store;
 pub mod testing;
+
+#[cfg(test)]
+mod test_support;

@@ -401,3 +401,33 @@ async fn invalid_topic_requests_are_refused_and_change_nothing() {
     let after = metadata(&c, 2).await;
     assert_eq!(topics_by_name(&after), topics_by_name(&before));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_of_the_active_controller_hands_leadership_over() {
+    let mut c = TestCluster::start(Spec::default());
+    wait_unfenced(&c, 1, &[1, 2, 3]).await;
+    create_until_ok(&c, 1, topic("t", 3, 3), READY).await;
+    let q = eventually(READY, "a quorum leader", async || quorum(&c, 1).await).await;
+    let old = q.leader_id.expect("leader") as u32;
+
+    let status = c.terminate(old, Duration::from_secs(30));
+    assert!(
+        status.success(),
+        "exit status {status}\n{}",
+        c.log_tail(old)
+    );
+    assert!(
+        c.log_tail(old)
+            .contains("controller leadership handed over"),
+        "the stopping controller handed over before it exited\n{}",
+        c.log_tail(old)
+    );
+    let other = c
+        .ids()
+        .into_iter()
+        .find(|id| *id != old)
+        .expect("another node");
+    let q = eventually(READY, "the new leader", async || quorum(&c, other).await).await;
+    assert_ne!(q.leader_id, Some(old as i32));
+    create_until_ok(&c, other, topic("after", 1, 2), READY).await;
+}

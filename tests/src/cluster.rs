@@ -186,7 +186,7 @@ impl TestCluster {
                 "KEEL_BROKER_HEARTBEAT_INTERVAL_MS",
                 spec.heartbeat_interval_ms.to_string(),
             )
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", "info,openraft=warn")
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log file"))
             .stderr(log)
@@ -249,6 +249,11 @@ impl TestCluster {
     /// Whether node `id` has a running process.
     pub fn is_running(&self, id: u32) -> bool {
         self.nodes[&id].child.is_some()
+    }
+
+    /// Everything node `id` has logged (all its runs).
+    pub fn log(&self, id: u32) -> String {
+        std::fs::read_to_string(&self.nodes[&id].log).unwrap_or_default()
     }
 
     /// The last lines of node `id`'s log, for failure messages.
