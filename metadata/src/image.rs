@@ -19,6 +19,10 @@
 
 use std::collections::BTreeMap;
 
+// Persistent maps: the state machine copies the image at every applied entry while readers
+// hold the previous one, and copying these is O(1) rather than O(topics).
+use imbl::OrdMap;
+
 use serde::{Deserialize, Serialize};
 
 use crate::records::*;
@@ -103,11 +107,11 @@ pub struct MetadataImage {
     #[serde(default)]
     pub cluster_id: String,
     /// Registered brokers by id.
-    pub brokers: BTreeMap<BrokerId, BrokerRegistration>,
+    pub brokers: OrdMap<BrokerId, BrokerRegistration>,
     /// Topics by id.
-    pub topics: BTreeMap<TopicId, TopicImage>,
+    pub topics: OrdMap<TopicId, TopicImage>,
     /// Topic ids by name.
-    pub topic_ids: BTreeMap<String, TopicId>,
+    pub topic_ids: OrdMap<String, TopicId>,
     /// The first producer id of the next block to hand out.
     pub next_producer_id: i64,
 }
