@@ -28,33 +28,43 @@ use crate::records::*;
 /// Longest topic name, as Kafka (249, so that `<name>-<partition>` folder names fit in 255).
 pub const MAX_TOPIC_NAME_LEN: usize = 249;
 
-/// Which rule a topic name breaks.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Which rule a topic name breaks. Displays as the rule, for error messages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum TopicNameRule {
     /// Empty.
+    #[error("a topic name must not be empty")]
     Empty,
     /// Longer than [`MAX_TOPIC_NAME_LEN`].
+    #[error("a topic name has at most 249 characters")]
     TooLong,
     /// `.` or `..`.
+    #[error("a topic name may not be . or ..")]
     Dots,
     /// A character outside `[a-zA-Z0-9._-]`.
+    #[error("a topic name uses only a-z A-Z 0-9 . _ -")]
     IllegalCharacter,
 }
 
-/// Which rule a configuration value breaks.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Which rule a configuration value breaks. Displays as the rule, for error messages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigRule {
     /// The key is not a known topic configuration.
+    #[error("not a known topic config key")]
     UnknownKey,
     /// Not an integer.
+    #[error("the value must be an integer")]
     NotANumber,
     /// An integer below the minimum.
+    #[error("the value must be at least {0}")]
     BelowMinimum(i64),
     /// An integer above the maximum.
+    #[error("the value must be at most {0}")]
     AboveMaximum(i64),
     /// Not one of the allowed words.
+    #[error("the value is not one of the allowed words")]
     NotAllowed,
     /// `min.insync.replicas` is larger than the replication factor.
+    #[error("min.insync.replicas may not exceed the replication factor {0}")]
     MinIsrAboveReplicationFactor(usize),
 }
 
@@ -62,7 +72,7 @@ pub enum ConfigRule {
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ControllerError {
     /// The topic name breaks a naming rule.
-    #[error("invalid topic name {name:?}: {rule:?}")]
+    #[error("invalid topic name {name:?}: {rule}")]
     InvalidTopicName {
         /// The name.
         name: String,
@@ -112,7 +122,7 @@ pub enum ControllerError {
         available: usize,
     },
     /// A configuration entry is refused.
-    #[error("invalid config {key}={value:?}: {rule:?}")]
+    #[error("invalid config {key}{}: {rule}", value.as_deref().map(|v| format!("={v}")).unwrap_or_default())]
     InvalidConfig {
         /// The key.
         key: String,
