@@ -6,6 +6,7 @@
 //! - [`quorum`]: the controller role: the metadata Raft node and its bootstrap.
 //! - [`lifecycle`]: the broker role's registration, heartbeats and controlled shutdown.
 //! - [`follower`]: how a broker without the controller role follows the metadata.
+//! - [`http`]: the HTTP side listener: `/healthz` and `/readyz`.
 //! - [`services`]: the gRPC services (`Admin`, `Cluster`, `Controller`; `Raft` comes from
 //!   keel-metadata) and request forwarding to the active controller.
 //! - `src/main.rs`: the thin `keeld` binary; it parses flags and runs [`Node`].
@@ -15,6 +16,7 @@
 
 pub mod config;
 pub mod follower;
+pub mod http;
 pub mod lifecycle;
 pub mod quorum;
 pub mod services;
@@ -92,6 +94,7 @@ impl Node {
         let data = open_data_dir(&config)?;
         let client = bind("listen", config.listen).await?;
         let internal = bind("internal_listen", config.internal_listen).await?;
+        let http = bind("http_listen", config.http_listen).await?;
         let client_addr = local_addr(&client, config.listen);
         let internal_addr = local_addr(&internal, config.internal_listen);
 
@@ -117,7 +120,11 @@ impl Node {
         let (listeners_tx, listeners_rx) = watch::channel(false);
         let mut tasks = vec![
             tokio::spawn(serve_client(shared.clone(), client, listeners_rx.clone())),
-            tokio::spawn(serve_internal(shared.clone(), internal, listeners_rx)),
+            tokio::spawn(serve_internal(
+                shared.clone(),
+                internal,
+                listeners_rx.clone(),
+            )),
         ];
         if let Some(c) = &controller {
             tasks.push(tokio::spawn(c.clone().run(stopped(stop_rx.clone()))));
@@ -132,6 +139,15 @@ impl Node {
             )));
         }
         let (status_tx, status) = watch::channel(lifecycle::Status::default());
+        let probes = http::Probes {
+            shared: shared.clone(),
+            broker: config.roles.is_broker().then(|| status.clone()),
+        };
+        tasks.push(tokio::spawn(http::serve(
+            http,
+            probes,
+            listeners_rx.clone(),
+        )));
         let broker_task = config.roles.is_broker().then(|| {
             let me = identity(&config, client_addr, internal_addr);
             tokio::spawn(lifecycle::run(

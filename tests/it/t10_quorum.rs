@@ -431,3 +431,73 @@ async fn sigterm_of_the_active_controller_hands_leadership_over() {
     assert_ne!(q.leader_id, Some(old as i32));
     create_until_ok(&c, other, topic("after", 1, 2), READY).await;
 }
+
+/// The status code of `GET path` on `addr`, or `None` when nothing answers.
+async fn http_status(addr: std::net::SocketAddr, path: &str) -> Option<u16> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
+    let req = format!("GET {path} HTTP/1.1\r\nHost: keel\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.ok()?;
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).await.ok()?;
+    answer.split_whitespace().nth(1)?.parse().ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_follows_registration_and_fencing() {
+    let c = TestCluster::start(Spec::default());
+    let http = c.node(3).http;
+    let ready = async || (http_status(http, "/readyz").await == Some(200)).then_some(());
+    eventually(READY, "node 3 ready", ready).await;
+    assert_eq!(http_status(http, "/healthz").await, Some(200));
+    assert_eq!(http_status(http, "/nope").await, Some(404));
+
+    // Paused past its session timeout, the broker is fenced; resumed, it is unfenced again
+    // and ready.
+    c.pause(3);
+    eventually(Duration::from_secs(30), "node 3 fenced", async || {
+        let d = describe(&c, 1).await?;
+        (state_of(&d, 3) == Some(BrokerState::Fenced)).then_some(())
+    })
+    .await;
+    c.resume(3);
+    wait_unfenced(&c, 1, &[1, 2, 3]).await;
+    eventually(READY, "node 3 ready again", ready).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_that_cannot_reach_a_controller_is_alive_but_not_ready() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let free = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+    };
+    let (client, internal, http, nowhere) = (free(), free(), free(), free());
+    let mut child = std::process::Command::new(keel_tests::cluster::keeld_path())
+        .args(["--node-id", "9", "--roles", "broker"])
+        .args([
+            "--listen",
+            &client.to_string(),
+            "--internal-listen",
+            &internal.to_string(),
+        ])
+        .args(["--http-listen", &http.to_string(), "--controller-voters"])
+        .arg(format!("1@{nowhere}"))
+        .arg("--data-dir")
+        .arg(dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start keeld");
+    let healthy = eventually(READY, "healthz answers", async || {
+        http_status(http, "/healthz").await.filter(|s| *s == 200)
+    })
+    .await;
+    let ready = http_status(http, "/readyz").await;
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(healthy, 200);
+    assert_eq!(ready, Some(503), "not registered, so not ready");
+}
