@@ -126,6 +126,7 @@ impl Node {
             voters,
         ));
         let (stop_tx, stop_rx) = watch::channel(false);
+        let (status_tx, status) = watch::channel(lifecycle::Status::default());
         let (listeners_tx, listeners_rx) = watch::channel(false);
         let partitions = config
             .roles
@@ -144,9 +145,11 @@ impl Node {
             tasks.push(tokio::spawn(c.clone().run(stopped(stop_rx.clone()))));
         }
         if let Some(p) = &partitions {
-            tasks.push(tokio::spawn(
-                p.clone().run(shared.view.clone(), stop_rx.clone()),
-            ));
+            tasks.push(tokio::spawn(p.clone().run(
+                shared.view.clone(),
+                status.clone(),
+                stop_rx.clone(),
+            )));
         }
         if let Some(images) = images {
             let broker_id = config.node_id as i32;
@@ -157,7 +160,6 @@ impl Node {
                 stop_rx.clone(),
             )));
         }
-        let (status_tx, status) = watch::channel(lifecycle::Status::default());
         let broker_task = config.roles.is_broker().then(|| {
             let me = identity(&config, client_addr, internal_addr);
             tokio::spawn(lifecycle::run(

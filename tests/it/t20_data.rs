@@ -1,7 +1,7 @@
 //! The single-replica data path on real `keeld` processes: produce (structured and raw, acks
 //! 0/1/all), fetch (structured and raw, long poll, offset ranges), list offsets, leader hints,
 //! refused input that changes nothing, durability across SIGTERM and `kill -9` restarts, and
-//! deletion of a deleted topic's logs. Replication is the next step: with RF > 1 only the
+//! deletion of a deleted topic's logs (also of one deleted while its broker was down). Replication is the next step: with RF > 1 only the
 //! limits that hold without it are tested here (acks=all times out; NOT_ENOUGH_REPLICAS).
 
 use std::collections::BTreeMap;
@@ -636,6 +636,52 @@ async fn wrong_broker_gets_the_leader_hint_and_replication_limits_hold() {
         produce_ok(&c, 1, Acks::Leader, "pair", 0, records(0, 3..4)).await,
         before
     );
+
+    // A topic deleted while broker 2 is down: its logs there are swept when it returns, and
+    // the logs of live topics stay.
+    let on_2: Vec<i32> = m
+        .partitions
+        .iter()
+        .filter(|p| p.leader_id == Some(2))
+        .map(|p| p.partition)
+        .collect();
+    assert!(
+        !on_2.is_empty(),
+        "placement spreads 4 partitions over 2 brokers"
+    );
+    let spread = topic_id_hex(&c, "spread").await;
+    let pair_log = c
+        .data_dir(2)
+        .join("logs")
+        .join(format!("{}-0", topic_id_hex(&c, "pair").await));
+    let orphans: Vec<_> = on_2
+        .iter()
+        .map(|p| c.data_dir(2).join("logs").join(format!("{spread}-{p}")))
+        .collect();
+    assert!(orphans.iter().all(|d| d.is_dir()) && pair_log.is_dir());
+    delete_topic(&c, 1, "spread").await;
+    c.start_node(2);
+    eventually(READY, "orphaned logs swept", async || {
+        orphans.iter().all(|d| !d.exists()).then_some(())
+    })
+    .await;
+    assert!(pair_log.is_dir(), "a live topic's log stays");
+}
+
+async fn delete_topic(c: &TestCluster, on: u32, name: &str) {
+    let mut admin = AdminClient::new(channel(c, on).await);
+    let resp = admin
+        .delete_topics(DeleteTopicsRequest {
+            topics: vec![DeletableTopic {
+                name: name.into(),
+                topic_id: Bytes::new(),
+            }],
+            timeout_ms: 0,
+        })
+        .await
+        .expect("DeleteTopics answered")
+        .into_inner();
+    assert!(resp.topics[0].error.is_none(), "{:?}", resp.topics[0].error);
 }
 
 /// Waits until node `on` serves one partition.
@@ -785,19 +831,7 @@ async fn a_deleted_topics_logs_disappear_and_a_new_topic_starts_empty() {
         .collect();
     assert!(dirs.iter().all(|d| d.is_dir()), "{dirs:?}");
 
-    let mut admin = AdminClient::new(channel(&c, 1).await);
-    let resp = admin
-        .delete_topics(DeleteTopicsRequest {
-            topics: vec![DeletableTopic {
-                name: "gone".into(),
-                topic_id: Bytes::new(),
-            }],
-            timeout_ms: 0,
-        })
-        .await
-        .expect("DeleteTopics answered")
-        .into_inner();
-    assert!(resp.topics[0].error.is_none(), "{:?}", resp.topics[0].error);
+    delete_topic(&c, 1, "gone").await;
     eventually(READY, "the log directories to disappear", async || {
         dirs.iter().all(|d| !d.exists()).then_some(())
     })

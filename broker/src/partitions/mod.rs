@@ -8,6 +8,12 @@
 //! topic deleted, or the replica moved) has its log closed and deleted. Brokers without a
 //! replica of a partition hold nothing for it.
 //!
+//! Logs left by partitions that left while the broker was down (a topic deleted meanwhile)
+//! are swept once per run, and only once the image has reached this broker's registration in
+//! this run (its broker epoch is the registration's metadata offset): from then on the image
+//! holds every change made while the broker was away, so a log it does not name is an orphan.
+//! An earlier image (a stale snapshot, a follower's first image) could miss a live topic.
+//!
 //! The produce and fetch services find partitions here ([`PartitionManager::leader_of`]),
 //! which also answers, from the image, who leads a partition this broker does not lead.
 //!
@@ -22,6 +28,7 @@ pub mod hw;
 pub mod partition;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use keel_metadata::image::{MetadataImage, PartitionState, TopicImage};
@@ -32,6 +39,8 @@ use keel_storage::{DataDir, LogConfig};
 use tokio::sync::watch;
 
 pub use error::PartitionError;
+
+use crate::lifecycle::Status;
 pub use partition::{Partition, Role};
 
 /// The name of a partition's log: `<topic id, 32 hex digits>-<partition>`. The id, not the
@@ -39,6 +48,17 @@ pub use partition::{Partition, Role};
 /// old one's files, and the name stays short whatever the topic's name length.
 pub fn log_name(topic_id: TopicId, partition: i32) -> String {
     format!("{topic_id}-{partition}")
+}
+
+/// The topic id and partition a [`log_name`] stands for; `None` for any other name.
+pub fn parse_log_name(name: &str) -> Option<(TopicId, i32)> {
+    let (id, partition) = name.split_once('-')?;
+    if id.len() != 32 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    let id = u128::from_str_radix(id, 16).ok()?;
+    let partition = partition.parse::<i32>().ok().filter(|p| *p >= 0)?;
+    Some((TopicId(id), partition))
 }
 
 /// A topic's settings that the data path applies, from its config overrides over Kafka's
@@ -92,6 +112,8 @@ pub struct PartitionManager {
     data: Arc<DataDir>,
     partitions: Mutex<BTreeMap<(TopicId, i32), Arc<Partition>>>,
     data_version: Arc<watch::Sender<u64>>,
+    /// Whether orphaned logs have been swept in this run.
+    swept: AtomicBool,
 }
 
 impl PartitionManager {
@@ -103,6 +125,7 @@ impl PartitionManager {
             data,
             partitions: Mutex::new(BTreeMap::new()),
             data_version: Arc::new(watch::channel(0).0),
+            swept: AtomicBool::new(false),
         }
     }
 
@@ -156,9 +179,11 @@ impl PartitionManager {
     }
 
     /// Brings the hosted replicas in line with `image`: opens logs of new replicas, updates
-    /// roles, closes and deletes logs of replicas that left. Blocking (opens may recover a
-    /// log): run it on a blocking thread. Failures are logged and retried at the next image.
-    pub fn reconcile(&self, image: &MetadataImage) {
+    /// roles, closes and deletes logs of replicas that left, and, when `complete` (the image
+    /// has reached this broker's registration in this run), deletes orphaned logs once.
+    /// Blocking (opens may recover a log): run it on a blocking thread. Failures are logged
+    /// and retried at the next image.
+    pub fn reconcile(&self, image: &MetadataImage, complete: bool) {
         let mut wanted = BTreeSet::new();
         for (topic_id, t) in &image.topics {
             for (index, state) in &t.partitions {
@@ -179,6 +204,33 @@ impl PartitionManager {
         };
         for p in gone {
             self.delete(&p);
+        }
+        if complete && !self.swept.swap(true, Ordering::Relaxed) {
+            self.sweep_orphans(&wanted);
+        }
+    }
+
+    /// Deletes the partition logs on disk that `wanted` does not name.
+    fn sweep_orphans(&self, wanted: &BTreeSet<(TopicId, i32)>) {
+        let names = match self.data.log_names() {
+            Ok(names) => names,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not list logs to sweep");
+                return;
+            }
+        };
+        let orphans = names
+            .iter()
+            .filter(|n| parse_log_name(n).is_some_and(|k| !wanted.contains(&k)));
+        for name in orphans {
+            let deleted = self
+                .data
+                .open_log(name, LogConfig::default())
+                .and_then(|(log, _)| self.data.delete_log(log));
+            match deleted {
+                Ok(()) => tracing::info!(log = %name, "orphaned partition log deleted"),
+                Err(e) => tracing::warn!(log = %name, error = %e, "could not delete orphaned log"),
+            }
         }
     }
 
@@ -232,20 +284,37 @@ impl PartitionManager {
         }
     }
 
-    /// Follows `view` until `stop` turns true, reconciling at every new image.
-    pub async fn run(self: Arc<Self>, view: MetadataView, mut stop: watch::Receiver<bool>) {
+    /// Follows `view` until `stop` turns true, reconciling at every new image; `status` tells
+    /// when the image has reached this run's registration (see the module doc).
+    pub async fn run(
+        self: Arc<Self>,
+        view: MetadataView,
+        mut status: watch::Receiver<Status>,
+        mut stop: watch::Receiver<bool>,
+    ) {
         let mut images = view.subscribe();
         loop {
             let image = images.borrow_and_update().clone();
+            let complete = status
+                .borrow()
+                .broker_epoch
+                .is_some_and(|epoch| image.offset >= epoch);
             let me = self.clone();
-            if tokio::task::spawn_blocking(move || me.reconcile(&image))
+            if tokio::task::spawn_blocking(move || me.reconcile(&image, complete))
                 .await
                 .is_err()
             {
                 tracing::error!("partition reconcile panicked");
             }
+            // A new registration status can complete an image already applied.
+            let status_changed = async {
+                if status.changed().await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            };
             tokio::select! {
                 changed = images.changed() => if changed.is_err() { return },
+                _ = status_changed => {}
                 _ = stop.wait_for(|s| *s) => return,
             }
         }
@@ -314,8 +383,17 @@ mod tests {
     }
 
     #[test]
-    fn log_names_carry_the_topic_id_and_partition() {
+    fn log_names_carry_the_topic_id_and_partition_and_parse_back() {
         let id = TopicId(0xab);
         assert_eq!(log_name(id, 3), format!("{:032x}-3", 0xab));
+        assert_eq!(parse_log_name(&log_name(id, 3)), Some((id, 3)));
+        for other in [
+            "t-0",
+            "abc-1",
+            &format!("{:032x}-x", 1),
+            &format!("{:032x}--1", 1),
+        ] {
+            assert_eq!(parse_log_name(other), None, "{other}");
+        }
     }
 }
