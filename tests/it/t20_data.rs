@@ -807,6 +807,58 @@ async fn acked_records_survive_sigterm_and_kill_9() {
     );
 
     produce_acked(&c, "durable", 2, 10, "before-kill", &mut acked).await;
+    // Concurrent acks=all producers to one partition (they share fsyncs through group
+    // commit): each batch gets its own dense range of offsets.
+    let concurrent = (0..8).map(|w| {
+        let url = c.client_url(1);
+        tokio::spawn(async move {
+            let ch = tonic::transport::Channel::from_shared(url)
+                .unwrap()
+                .connect_lazy();
+            let mut client = ProducerClient::new(ch);
+            let mut acked = Vec::new();
+            for i in 0..5 {
+                let value = Bytes::from(format!("w{w}-{i}"));
+                let rec = ProducerRecord {
+                    value: Some(value.clone()),
+                    ..record(1, 0)
+                };
+                let req = ProduceRequest {
+                    acks: Acks::All as i32,
+                    timeout_ms: 0,
+                    topics: vec![TopicProduceData {
+                        topic: "durable".into(),
+                        partitions: vec![PartitionProduceData {
+                            partition: 1,
+                            data: Some(Data::Records(ProducerRecords {
+                                records: vec![rec],
+                                idempotent_producer: None,
+                            })),
+                        }],
+                    }],
+                };
+                let resp = client.produce(req).await.expect("Produce").into_inner();
+                let p = &resp.topics[0].partitions[0];
+                assert!(p.error.is_none(), "{:?}", p.error);
+                acked.push((p.base_offset.expect("offset"), value));
+            }
+            acked
+        })
+    });
+    let mut offsets = Vec::new();
+    for task in concurrent.collect::<Vec<_>>() {
+        for (offset, value) in task.await.unwrap() {
+            offsets.push(offset);
+            acked.insert((1, offset), value);
+        }
+    }
+    offsets.sort();
+    offsets.dedup();
+    assert_eq!(
+        offsets.len(),
+        40,
+        "every acknowledged batch has its own offset"
+    );
     c.kill(1);
     c.start_node(1);
     assert_acked_present(&c, "durable", 2, &acked).await;
