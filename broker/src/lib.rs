@@ -7,17 +7,22 @@
 //! - [`lifecycle`]: the broker role's registration, heartbeats and controlled shutdown.
 //! - [`follower`]: how a broker without the controller role follows the metadata.
 //! - [`http`]: the HTTP side listener: `/healthz` and `/readyz`.
-//! - [`services`]: the gRPC services (`Admin`, `Cluster`, `Controller`; `Raft` comes from
-//!   keel-metadata) and request forwarding to the active controller.
+//! - [`partitions`]: the partition manager: the partition replicas this broker hosts, their
+//!   logs, leadership and high watermarks.
+//! - [`services`]: the gRPC services (`Admin`, `Cluster`, `Producer`, `Consumer`,
+//!   `Controller`; `Raft` comes from keel-metadata) and request forwarding to the active
+//!   controller.
 //! - `src/main.rs`: the thin `keeld` binary; it parses flags and runs [`Node`].
 //!
-//! A node today runs the metadata quorum and broker membership; the data plane (partition
-//! logs, produce, fetch, replication) comes next (see ARCHITECTURE.md, "Status").
+//! A node runs the metadata quorum, broker membership and the single-replica data path
+//! (produce and fetch on partition leaders); replication comes next (see ARCHITECTURE.md,
+//! "Status").
 
 pub mod config;
 pub mod follower;
 pub mod http;
 pub mod lifecycle;
+pub mod partitions;
 pub mod quorum;
 pub mod services;
 
@@ -31,16 +36,21 @@ use keel_metadata::node::ControllerNode;
 use keel_metadata::store::MetadataView;
 use keel_proto::v1::admin_server::AdminServer;
 use keel_proto::v1::cluster_server::ClusterServer;
+use keel_proto::v1::consumer_server::ConsumerServer;
 use keel_proto::v1::controller_server::ControllerServer;
+use keel_proto::v1::producer_server::ProducerServer;
 use keel_storage::{DataDir, LogConfig};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 pub use config::{Config, ConfigError};
+use partitions::PartitionManager;
 use services::admin::AdminService;
 use services::cluster::ClusterService;
+use services::consumer::ConsumerService;
 use services::controller::ControllerService;
+use services::producer::ProducerService;
 use services::Shared;
 
 /// Why a node could not start.
@@ -68,8 +78,10 @@ pub enum StartError {
 /// A running node.
 pub struct Node {
     config: Config,
-    data: DataDir,
+    data: Arc<DataDir>,
     shared: Arc<Shared>,
+    /// The broker role's partition replicas.
+    partitions: Option<Arc<PartitionManager>>,
     client_addr: SocketAddr,
     internal_addr: SocketAddr,
     stop_tx: watch::Sender<bool>,
@@ -91,7 +103,7 @@ impl Node {
     /// listeners, starts the controller role and the broker role as configured.
     pub async fn start(config: Config) -> Result<Node, StartError> {
         config.validate()?;
-        let data = open_data_dir(&config)?;
+        let data = Arc::new(open_data_dir(&config)?);
         let client = bind("listen", config.listen).await?;
         let internal = bind("internal_listen", config.internal_listen).await?;
         let http = bind("http_listen", config.http_listen).await?;
@@ -117,9 +129,19 @@ impl Node {
             voters,
         ));
         let (stop_tx, stop_rx) = watch::channel(false);
+        let (status_tx, status) = watch::channel(lifecycle::Status::default());
         let (listeners_tx, listeners_rx) = watch::channel(false);
+        let partitions = config
+            .roles
+            .is_broker()
+            .then(|| Arc::new(PartitionManager::new(config.node_id as i32, data.clone())));
         let mut tasks = vec![
-            tokio::spawn(serve_client(shared.clone(), client, listeners_rx.clone())),
+            tokio::spawn(serve_client(
+                shared.clone(),
+                partitions.clone(),
+                client,
+                listeners_rx.clone(),
+            )),
             tokio::spawn(serve_internal(
                 shared.clone(),
                 internal,
@@ -128,6 +150,13 @@ impl Node {
         ];
         if let Some(c) = &controller {
             tasks.push(tokio::spawn(c.clone().run(stopped(stop_rx.clone()))));
+        }
+        if let Some(p) = &partitions {
+            tasks.push(tokio::spawn(p.clone().run(
+                shared.view.clone(),
+                status.clone(),
+                stop_rx.clone(),
+            )));
         }
         if let Some(images) = images {
             let broker_id = config.node_id as i32;
@@ -138,7 +167,6 @@ impl Node {
                 stop_rx.clone(),
             )));
         }
-        let (status_tx, status) = watch::channel(lifecycle::Status::default());
         let probes = http::Probes {
             shared: shared.clone(),
             broker: config.roles.is_broker().then(|| status.clone()),
@@ -163,6 +191,7 @@ impl Node {
             config,
             data,
             shared,
+            partitions,
             client_addr,
             internal_addr,
             stop_tx,
@@ -206,9 +235,15 @@ impl Node {
         *self.status.borrow()
     }
 
+    /// The broker role's partition replicas.
+    pub fn partitions(&self) -> Option<&Arc<PartitionManager>> {
+        self.partitions.as_ref()
+    }
+
     /// Runs until `shutdown` completes, then stops in order: controlled shutdown of the broker
     /// role (leaderships move away first), hand-over of controller leadership, Raft,
-    /// listeners.
+    /// listeners, and last the partition logs (flushed and closed cleanly, so the next start
+    /// reads no segment data).
     pub async fn run(mut self, shutdown: impl Future<Output = ()>) {
         shutdown.await;
         tracing::info!(node_id = self.config.node_id, "node stopping");
@@ -225,6 +260,12 @@ impl Node {
         self.listeners_tx.send_replace(true);
         for t in self.tasks.drain(..) {
             let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+        }
+        if let Some(p) = self.partitions.take() {
+            let closed = tokio::task::spawn_blocking(move || p.close_all()).await;
+            if closed.is_err() {
+                tracing::error!("closing the partition logs panicked");
+            }
         }
         tracing::info!(node_id = self.config.node_id, "node stopped");
     }
@@ -283,7 +324,21 @@ fn incoming(listener: TcpListener) -> tonic::transport::server::TcpIncoming {
 /// Max gRPC message size: metadata of large clusters and record batches fit.
 const MAX_MESSAGE: usize = 64 << 20;
 
-async fn serve_client(shared: Arc<Shared>, listener: TcpListener, stop: watch::Receiver<bool>) {
+async fn serve_client(
+    shared: Arc<Shared>,
+    partitions: Option<Arc<PartitionManager>>,
+    listener: TcpListener,
+    stop: watch::Receiver<bool>,
+) {
+    // The data path is served by brokers only; a controller-only node answers UNIMPLEMENTED.
+    let producer = partitions.as_ref().map(|p| {
+        ProducerServer::new(ProducerService::new(shared.clone(), p.clone()))
+            .max_decoding_message_size(MAX_MESSAGE)
+    });
+    let consumer = partitions.map(|p| {
+        ConsumerServer::new(ConsumerService::new(shared.clone(), p))
+            .max_encoding_message_size(MAX_MESSAGE)
+    });
     let result = tonic::transport::Server::builder()
         .add_service(
             AdminServer::new(AdminService::new(shared.clone()))
@@ -292,6 +347,8 @@ async fn serve_client(shared: Arc<Shared>, listener: TcpListener, stop: watch::R
         .add_service(
             ClusterServer::new(ClusterService::new(shared)).max_decoding_message_size(MAX_MESSAGE),
         )
+        .add_optional_service(producer)
+        .add_optional_service(consumer)
         .serve_with_incoming_shutdown(incoming(listener), stopped(stop))
         .await;
     if let Err(e) = result {

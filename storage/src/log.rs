@@ -610,6 +610,14 @@ impl Log {
         &self.config
     }
 
+    /// Replaces the config (a topic's settings changed). Takes effect from the next append,
+    /// roll or retention pass; existing segments and index entries stay as they are.
+    pub fn set_config(&mut self, config: LogConfig) -> Result<(), LogError> {
+        config.validate()?;
+        self.config = config;
+        Ok(())
+    }
+
     /// The first offset the log holds.
     pub fn log_start_offset(&self) -> Offset {
         self.log_start

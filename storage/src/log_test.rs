@@ -190,6 +190,35 @@ fn bad_batches_are_refused_and_change_nothing() {
 }
 
 #[test]
+fn set_config_changes_the_limit_for_later_appends_and_refuses_bad_values() {
+    let f = Fixture::new();
+    let (mut log, _) = f.open(LogConfig {
+        max_message_bytes: 2000,
+        ..small()
+    });
+    let big = batch(1, 3000, T0);
+    assert!(matches!(
+        log.append(&big, 0),
+        Err(LogError::InvalidBatch(_))
+    ));
+    log.set_config(LogConfig {
+        max_message_bytes: 8000,
+        ..small()
+    })
+    .unwrap();
+    assert_eq!(log.append(&big, 0).unwrap().base_offset, 0);
+    let bad = LogConfig {
+        segment_bytes: 1,
+        ..small()
+    };
+    assert!(matches!(
+        log.set_config(bad),
+        Err(LogError::InvalidConfig(_))
+    ));
+    assert_eq!(log.config().max_message_bytes, 8000);
+}
+
+#[test]
 fn segments_roll_by_size_and_by_age() {
     let f = Fixture::new();
     let config = LogConfig {

@@ -2,4 +2,5 @@
 
 mod t10_quorum;
 mod t11_cli;
+mod t20_data;
 mod t50_storage_crash;

@@ -11,9 +11,9 @@ use keel_proto::v1::*;
 use keel_tests::cluster::{Spec, TestCluster};
 use tonic::transport::Channel;
 
-const READY: Duration = Duration::from_secs(60);
+pub(crate) const READY: Duration = Duration::from_secs(60);
 
-async fn channel(c: &TestCluster, id: u32) -> Channel {
+pub(crate) async fn channel(c: &TestCluster, id: u32) -> Channel {
     Channel::from_shared(c.client_url(id))
         .expect("url")
         .connect_timeout(Duration::from_secs(2))
@@ -41,7 +41,7 @@ async fn quorum(c: &TestCluster, id: u32) -> Option<DescribeQuorumResponse> {
 }
 
 /// Polls `check` every 100 ms until it returns `Some`, or fails after `within` with `what`.
-async fn eventually<T, F>(within: Duration, what: &str, mut check: F) -> T
+pub(crate) async fn eventually<T, F>(within: Duration, what: &str, mut check: F) -> T
 where
     F: AsyncFnMut() -> Option<T>,
 {
@@ -66,7 +66,11 @@ fn state_of(d: &DescribeClusterResponse, id: u32) -> Option<BrokerState> {
 }
 
 /// Waits until node `on` sees every one of `ids` registered and unfenced, and a controller.
-async fn wait_unfenced(c: &TestCluster, on: u32, ids: &[u32]) -> DescribeClusterResponse {
+pub(crate) async fn wait_unfenced(
+    c: &TestCluster,
+    on: u32,
+    ids: &[u32],
+) -> DescribeClusterResponse {
     eventually(READY, "all brokers unfenced", async || {
         let d = describe(c, on).await?;
         let all = ids
@@ -77,7 +81,7 @@ async fn wait_unfenced(c: &TestCluster, on: u32, ids: &[u32]) -> DescribeCluster
     .await
 }
 
-async fn create(c: &TestCluster, on: u32, topic: CreatableTopic) -> CreatedTopic {
+pub(crate) async fn create(c: &TestCluster, on: u32, topic: CreatableTopic) -> CreatedTopic {
     let mut admin = AdminClient::new(channel(c, on).await);
     let resp = admin
         .create_topics(CreateTopicsRequest {
@@ -91,7 +95,7 @@ async fn create(c: &TestCluster, on: u32, topic: CreatableTopic) -> CreatedTopic
     resp.topics.into_iter().next().expect("one result")
 }
 
-fn topic(name: &str, partitions: i32, rf: i32) -> CreatableTopic {
+pub(crate) fn topic(name: &str, partitions: i32, rf: i32) -> CreatableTopic {
     CreatableTopic {
         name: name.into(),
         num_partitions: Some(partitions),
@@ -101,7 +105,7 @@ fn topic(name: &str, partitions: i32, rf: i32) -> CreatableTopic {
 }
 
 /// Creates a topic through node `on`, retrying retriable errors, and returns how long it took.
-async fn create_until_ok(
+pub(crate) async fn create_until_ok(
     c: &TestCluster,
     on: u32,
     t: CreatableTopic,
@@ -123,7 +127,7 @@ async fn create_until_ok(
     start.elapsed()
 }
 
-async fn metadata(c: &TestCluster, on: u32) -> MetadataResponse {
+pub(crate) async fn metadata(c: &TestCluster, on: u32) -> MetadataResponse {
     try_metadata(c, on).await.expect("Metadata answered")
 }
 
@@ -137,7 +141,7 @@ async fn try_metadata(c: &TestCluster, on: u32) -> Option<MetadataResponse> {
     client.metadata(req).await.ok().map(|r| r.into_inner())
 }
 
-fn topics_by_name(m: &MetadataResponse) -> BTreeMap<String, TopicMetadata> {
+pub(crate) fn topics_by_name(m: &MetadataResponse) -> BTreeMap<String, TopicMetadata> {
     m.topics
         .iter()
         .map(|t| (t.name.clone(), t.clone()))

@@ -147,6 +147,11 @@ impl TestCluster {
         self.dir.path()
     }
 
+    /// Node `id`'s data directory (`--data-dir`).
+    pub fn data_dir(&self, id: u32) -> &Path {
+        &self.nodes[&id].data_dir
+    }
+
     /// Starts (or restarts) node `id` with its data directory and ports.
     pub fn start_node(&mut self, id: u32) {
         let voters = self.voters();

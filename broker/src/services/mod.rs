@@ -13,12 +13,18 @@
 //! - [`cluster`]: the `Cluster` service (metadata, cluster and quorum descriptions);
 //! - [`controller`]: the internal `Controller` service (broker registration, heartbeats, the
 //!   metadata stream);
+//! - [`producer`]: the `Producer` service (appends on partition leaders);
+//! - [`consumer`]: the `Consumer` service (fetch long poll, offset lookups);
+//! - [`records`]: records between the wire and the record-batch codec;
 //! - [`convert`]: metadata types to and from proto messages, errors with leader hints.
 
 pub mod admin;
 pub mod cluster;
+pub mod consumer;
 pub mod controller;
 pub mod convert;
+pub mod producer;
+pub mod records;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicI32, Ordering};

@@ -1,0 +1,230 @@
+//! The `Producer` service: appends records to the partitions this broker leads.
+//!
+//! Each partition of a request is handled on its own (concurrently), so one bad partition
+//! never fails the others. The order for one partition: find it and check leadership
+//! (`NOT_LEADER` with the image's hint), build or check the batches (nothing is appended if
+//! any is bad), check `min.insync.replicas` for acks=all, append at the current leader
+//! epoch, then for acks=all wait for the fsync (group commit) and for the high watermark to
+//! pass the records, up to the request timeout.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use keel_metadata::image::MetadataImage;
+use keel_proto::v1 as pb;
+use keel_proto::v1::partition_produce_data::Data;
+use keel_proto::v1::producer_server::Producer;
+use keel_proto::v1::{Acks, ErrorCode};
+use tokio::time::Instant;
+use tonic::{Request, Response, Status};
+
+use super::records;
+use super::Shared;
+use crate::partitions::partition::Appended;
+use crate::partitions::{PartitionError, PartitionManager};
+
+/// Request timeout when the request names none (Kafka's `request.timeout.ms` default).
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long the broker waits before it answers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum AckMode {
+    None,
+    Leader,
+    All,
+}
+
+fn ack_mode(acks: i32) -> Option<AckMode> {
+    match Acks::try_from(acks).ok()? {
+        Acks::None => Some(AckMode::None),
+        Acks::Leader => Some(AckMode::Leader),
+        Acks::All | Acks::Unspecified => Some(AckMode::All),
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Serves `Producer`.
+pub struct ProducerService {
+    shared: Arc<Shared>,
+    partitions: Arc<PartitionManager>,
+}
+
+impl ProducerService {
+    pub fn new(shared: Arc<Shared>, partitions: Arc<PartitionManager>) -> ProducerService {
+        ProducerService { shared, partitions }
+    }
+
+    async fn produce_topic(
+        &self,
+        image: &MetadataImage,
+        t: pb::TopicProduceData,
+        acks: AckMode,
+        deadline: Instant,
+    ) -> pb::TopicProduceResponse {
+        let results = t.partitions.into_iter().map(|p| {
+            let index = p.partition;
+            let topic = t.topic.as_str();
+            async move {
+                let outcome = self
+                    .produce_partition(image, topic, p, acks, deadline)
+                    .await;
+                partition_response(index, acks, outcome)
+            }
+        });
+        let partitions = futures_util::future::join_all(results).await;
+        pb::TopicProduceResponse {
+            topic: t.topic.clone(),
+            partitions,
+        }
+    }
+
+    async fn produce_partition(
+        &self,
+        image: &MetadataImage,
+        topic: &str,
+        data: pb::PartitionProduceData,
+        acks: AckMode,
+        deadline: Instant,
+    ) -> Result<(Appended, Option<i64>), PartitionError> {
+        let partition = self.partitions.leader_of(image, topic, data.partition)?;
+        let role = partition.role();
+        let now = now_ms();
+        let settings = &role.settings;
+        let batches = match data.data {
+            None => {
+                return Err(PartitionError::InvalidRequest(
+                    "no records in the partition",
+                ))
+            }
+            Some(Data::Records(r)) => vec![records::build_batch(&r, settings, now)?],
+            Some(Data::RecordBatches(raw)) => {
+                let checked = records::check_raw(&raw, settings.log.max_message_bytes)?;
+                match settings.log_append_time {
+                    true => records::stamp_append_time(checked, now)?,
+                    false => checked,
+                }
+            }
+        };
+        if acks == AckMode::All && role.isr.len() < settings.min_insync_replicas {
+            return Err(PartitionError::NotEnoughReplicas {
+                isr: role.isr.len(),
+                min: settings.min_insync_replicas,
+            });
+        }
+        let appended = append(&partition, batches).await?;
+        if acks == AckMode::All {
+            let durable = async {
+                partition.flush_to(appended.next_offset).await?;
+                partition.wait_for_hw(appended.next_offset).await;
+                Ok::<_, PartitionError>(())
+            };
+            tokio::time::timeout_at(deadline, durable)
+                .await
+                .map_err(|_| PartitionError::TimedOut)??;
+        }
+        let append_time = settings.log_append_time.then_some(now);
+        Ok((appended, append_time))
+    }
+}
+
+/// Appends on a blocking thread (a buffered write plus index updates).
+async fn append(
+    partition: &Arc<crate::partitions::Partition>,
+    batches: Vec<Bytes>,
+) -> Result<Appended, PartitionError> {
+    let p = partition.clone();
+    tokio::task::spawn_blocking(move || p.append(&batches))
+        .await
+        .map_err(|_| PartitionError::LeaderNotAvailable)?
+}
+
+fn partition_response(
+    partition: i32,
+    acks: AckMode,
+    outcome: Result<(Appended, Option<i64>), PartitionError>,
+) -> pb::PartitionProduceResponse {
+    match outcome {
+        Ok((appended, log_append_time)) => pb::PartitionProduceResponse {
+            partition,
+            error: None,
+            base_offset: (acks != AckMode::None).then_some(appended.base_offset),
+            log_append_time,
+            log_start_offset: appended.log_start,
+            record_errors: vec![],
+        },
+        Err(e) => {
+            if let PartitionError::Storage(s) = &e {
+                tracing::error!(partition, error = %s, "produce failed in storage");
+            }
+            pb::PartitionProduceResponse {
+                partition,
+                error: Some(pb::Error::from(&e)),
+                ..Default::default()
+            }
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl Producer for ProducerService {
+    #[tracing::instrument(level = "debug", skip_all, fields(node_id = self.shared.node_id))]
+    async fn produce(
+        &self,
+        request: Request<pb::ProduceRequest>,
+    ) -> Result<Response<pb::ProduceResponse>, Status> {
+        let req = request.into_inner();
+        let Some(acks) = ack_mode(req.acks) else {
+            return Ok(Response::new(pb::ProduceResponse {
+                error: Some(pb::Error::new(
+                    ErrorCode::InvalidRequiredAcks,
+                    format!("unknown acks value {}", req.acks),
+                )),
+                topics: vec![],
+            }));
+        };
+        let timeout = match req.timeout_ms {
+            t if t > 0 => Duration::from_millis(t as u64),
+            _ => DEFAULT_TIMEOUT,
+        };
+        let deadline = Instant::now() + timeout;
+        let image = self.shared.view.current();
+        let topics = req
+            .topics
+            .into_iter()
+            .map(|t| self.produce_topic(&image, t, acks, deadline));
+        let topics = futures_util::future::join_all(topics).await;
+        Ok(Response::new(pb::ProduceResponse {
+            error: None,
+            topics,
+        }))
+    }
+
+    async fn init_producer_id(
+        &self,
+        _request: Request<pb::InitProducerIdRequest>,
+    ) -> Result<Response<pb::InitProducerIdResponse>, Status> {
+        Err(Status::unimplemented(
+            "the idempotent producer is not implemented yet; produce without a producer id",
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn acks_follow_kafka_and_unspecified_means_all() {
+        assert_eq!(ack_mode(Acks::Unspecified as i32), Some(AckMode::All));
+        assert_eq!(ack_mode(Acks::None as i32), Some(AckMode::None));
+        assert_eq!(ack_mode(Acks::Leader as i32), Some(AckMode::Leader));
+        assert_eq!(ack_mode(Acks::All as i32), Some(AckMode::All));
+        assert_eq!(ack_mode(42), None);
+    }
+}

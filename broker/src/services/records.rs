@@ -1,0 +1,276 @@
+//! Records between the wire and the record-batch codec: structured produce records into one v2
+//! batch, raw produced bytes into checked batches, and stored batches into consumer records.
+
+use bytes::{Bytes, BytesMut};
+use keel_proto::v1 as pb;
+use keel_storage::batch::{self, BatchParams, DecodedBatch, Header, NewRecord, TimestampType};
+use keel_storage::Offset;
+
+use crate::partitions::{PartitionError, TopicSettings};
+
+/// One v2 batch from structured records. Records without a timestamp get `now`; with
+/// LogAppendTime every record gets `now`, as Kafka's broker does.
+pub fn build_batch(
+    records: &pb::ProducerRecords,
+    settings: &TopicSettings,
+    now: i64,
+) -> Result<Bytes, PartitionError> {
+    if records.idempotent_producer.is_some() {
+        return Err(PartitionError::IdempotenceUnsupported);
+    }
+    if records.records.is_empty() {
+        return Err(PartitionError::InvalidRequest("records must not be empty"));
+    }
+    let new: Vec<NewRecord> = records
+        .records
+        .iter()
+        .map(|r| new_record(r, settings.log_append_time, now))
+        .collect();
+    let params = BatchParams {
+        timestamp_type: match settings.log_append_time {
+            true => TimestampType::LogAppendTime,
+            false => TimestampType::CreateTime,
+        },
+        ..BatchParams::default()
+    };
+    Ok(batch::encode(&params, &new)?)
+}
+
+fn new_record(r: &pb::ProducerRecord, log_append_time: bool, now: i64) -> NewRecord {
+    NewRecord {
+        timestamp: match log_append_time {
+            true => now,
+            false => r.timestamp.unwrap_or(now),
+        },
+        key: r.key.clone(),
+        value: r.value.clone(),
+        headers: r
+            .headers
+            .iter()
+            .map(|h| Header {
+                key: h.key.clone(),
+                value: h.value.clone(),
+            })
+            .collect(),
+    }
+}
+
+/// Splits produced raw bytes into batches and checks every one (CRC, sizes, codec,
+/// `max.message.bytes`) before any is appended, so a bad batch anywhere changes nothing.
+/// Batches with a producer id are refused until the idempotent producer exists.
+pub fn check_raw(raw: &Bytes, max_message_bytes: usize) -> Result<Vec<Bytes>, PartitionError> {
+    if raw.is_empty() {
+        return Err(PartitionError::InvalidRequest("record_batches is empty"));
+    }
+    let mut out = Vec::new();
+    for one in batch::split(raw) {
+        let one = one?;
+        let header = batch::validate(one, max_message_bytes)?;
+        if header.has_producer_id() {
+            return Err(PartitionError::IdempotenceUnsupported);
+        }
+        out.push(raw.slice_ref(one));
+    }
+    Ok(out)
+}
+
+/// Gives checked raw batches the append time (topics with LogAppendTime); recomputes their
+/// CRC, as Kafka does.
+pub fn stamp_append_time(batches: Vec<Bytes>, now: i64) -> Result<Vec<Bytes>, PartitionError> {
+    batches
+        .into_iter()
+        .map(|b| {
+            let mut buf = BytesMut::from(&b[..]);
+            batch::set_log_append_time(&mut buf, now)?;
+            Ok(buf.freeze())
+        })
+        .collect()
+}
+
+/// Stored batches as structured records at or after `from`: control batches are left out, a
+/// LogAppendTime batch's records carry its append time. Returns the records and the offset
+/// after the last batch.
+pub fn consumer_records(
+    stored: &[u8],
+    from: Offset,
+) -> Result<(Vec<pb::ConsumerRecord>, Option<Offset>), PartitionError> {
+    let mut records = Vec::new();
+    let mut next = None;
+    for one in batch::split(stored) {
+        let decoded = batch::decode(one?)?;
+        next = Some(decoded.header.last_offset() + 1);
+        if decoded.header.is_control() {
+            continue;
+        }
+        append_records(&mut records, &decoded, from);
+    }
+    Ok((records, next))
+}
+
+fn append_records(out: &mut Vec<pb::ConsumerRecord>, b: &DecodedBatch, from: Offset) {
+    let timestamp_type = match b.header.timestamp_type() {
+        TimestampType::LogAppendTime => pb::TimestampType::LogAppendTime,
+        TimestampType::CreateTime => pb::TimestampType::CreateTime,
+    };
+    for r in b.records.iter().filter(|r| r.offset >= from) {
+        out.push(pb::ConsumerRecord {
+            offset: r.offset,
+            timestamp: r.timestamp,
+            timestamp_type: timestamp_type as i32,
+            key: r.key.clone(),
+            value: r.value.clone(),
+            headers: r
+                .headers
+                .iter()
+                .map(|h| pb::RecordHeader {
+                    key: h.key.clone(),
+                    value: h.value.clone(),
+                })
+                .collect(),
+            leader_epoch: b.header.partition_leader_epoch,
+        });
+    }
+}
+
+/// The offset after the last of stored batches, if any.
+pub fn next_offset(stored: &[u8]) -> Option<Offset> {
+    batch::split(stored)
+        .filter_map(Result::ok)
+        .filter_map(|b| batch::BatchHeader::parse(b).ok())
+        .map(|h| h.last_offset() + 1)
+        .last()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use keel_proto::v1::ErrorCode;
+
+    fn record(key: &str, value: Option<&str>, ts: Option<i64>) -> pb::ProducerRecord {
+        pb::ProducerRecord {
+            key: Some(Bytes::copy_from_slice(key.as_bytes())),
+            value: value.map(|v| Bytes::copy_from_slice(v.as_bytes())),
+            headers: vec![
+                pb::RecordHeader {
+                    key: "h".into(),
+                    value: Some(Bytes::from_static(b"1")),
+                },
+                pb::RecordHeader {
+                    key: "null".into(),
+                    value: None,
+                },
+            ],
+            timestamp: ts,
+        }
+    }
+
+    fn settings() -> TopicSettings {
+        TopicSettings::from_configs(&Default::default())
+    }
+
+    #[test]
+    fn structured_records_round_trip_through_a_batch() {
+        let recs = pb::ProducerRecords {
+            records: vec![record("a", Some("x"), Some(5)), record("b", None, None)],
+            idempotent_producer: None,
+        };
+        let built = build_batch(&recs, &settings(), 99).unwrap();
+        batch::validate(&built, 1 << 20).unwrap();
+        let (out, next) = consumer_records(&built, 0).unwrap();
+        assert_eq!(next, Some(2));
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[0].key.as_deref(), Some(&b"a"[..]));
+        assert_eq!(out[0].value.as_deref(), Some(&b"x"[..]));
+        assert_eq!(out[0].timestamp, 5);
+        assert_eq!(out[0].headers.len(), 2);
+        assert_eq!(out[0].headers[1].value, None);
+        assert_eq!(out[1].value, None, "a null value stays null");
+        assert_eq!(
+            out[1].timestamp, 99,
+            "a missing timestamp is the broker's now"
+        );
+        assert_eq!(out[1].offset, 1);
+        assert_eq!(out[1].timestamp_type, pb::TimestampType::CreateTime as i32);
+        // Records before `from` are skipped; the batch still moves the next offset.
+        let (tail, _) = consumer_records(&built, 1).unwrap();
+        assert_eq!(tail.len(), 1);
+    }
+
+    #[test]
+    fn log_append_time_replaces_producer_timestamps() {
+        let mut s = settings();
+        s.log_append_time = true;
+        let recs = pb::ProducerRecords {
+            records: vec![record("a", Some("x"), Some(5))],
+            idempotent_producer: None,
+        };
+        let (out, _) = consumer_records(&build_batch(&recs, &s, 1234).unwrap(), 0).unwrap();
+        assert_eq!(out[0].timestamp, 1234);
+        assert_eq!(
+            out[0].timestamp_type,
+            pb::TimestampType::LogAppendTime as i32
+        );
+    }
+
+    #[test]
+    fn empty_and_idempotent_structured_produces_are_refused() {
+        let empty = pb::ProducerRecords::default();
+        let e = build_batch(&empty, &settings(), 0).unwrap_err();
+        assert_eq!(e.code(), ErrorCode::InvalidRequest);
+        let idem = pb::ProducerRecords {
+            records: vec![record("a", None, None)],
+            idempotent_producer: Some(pb::IdempotentProducer::default()),
+        };
+        let e = build_batch(&idem, &settings(), 0).unwrap_err();
+        assert_eq!(e.code(), ErrorCode::UnknownProducerId);
+    }
+
+    fn raw(n: usize) -> Bytes {
+        let recs = pb::ProducerRecords {
+            records: (0..n)
+                .map(|i| record(&i.to_string(), Some("v"), Some(1)))
+                .collect(),
+            idempotent_producer: None,
+        };
+        build_batch(&recs, &settings(), 0).unwrap()
+    }
+
+    #[test]
+    fn raw_batches_are_split_and_each_is_checked() {
+        let two = [raw(2), raw(3)].concat();
+        let checked = check_raw(&Bytes::from(two.clone()), 1 << 20).unwrap();
+        assert_eq!(checked.len(), 2);
+        assert_eq!(
+            next_offset(&two),
+            Some(3),
+            "second batch's own offsets: 0..3"
+        );
+
+        let mut corrupt = two.clone();
+        let last = corrupt.len() - 1;
+        corrupt[last] ^= 0xff;
+        let e = check_raw(&Bytes::from(corrupt), 1 << 20).unwrap_err();
+        assert_eq!(e.code(), ErrorCode::CorruptRecord);
+
+        let cut = Bytes::from(two[..two.len() - 3].to_vec());
+        assert_eq!(
+            check_raw(&cut, 1 << 20).unwrap_err().code(),
+            ErrorCode::CorruptRecord
+        );
+
+        let e = check_raw(&raw(1), 20).unwrap_err();
+        assert_eq!(e.code(), ErrorCode::MessageTooLarge);
+        assert_eq!(
+            check_raw(&Bytes::new(), 100).unwrap_err().code(),
+            ErrorCode::InvalidRequest
+        );
+    }
+
+    #[test]
+    fn stamping_append_time_keeps_the_batch_valid() {
+        let stamped = stamp_append_time(vec![raw(2)], 777).unwrap();
+        batch::validate(&stamped[0], 1 << 20).unwrap();
+        let (out, _) = consumer_records(&stamped[0], 0).unwrap();
+        assert!(out.iter().all(|r| r.timestamp == 777));
+    }
+}
