@@ -200,27 +200,9 @@ async fn latest(c: &TestCluster, on: u32, topic: &str, p: i32) -> i64 {
 
 /// Waits until node `on` leads every partition of `topic` and serves it.
 async fn wait_serving(c: &TestCluster, on: u32, topic: &str, partitions: i32) {
-    eventually(READY, "partitions served", async || {
-        for p in 0..partitions {
-            let mut client = ConsumerClient::new(channel(c, on).await);
-            let req = ListOffsetsRequest {
-                isolation_level: 0,
-                topics: vec![ListOffsetsTopic {
-                    topic: topic.into(),
-                    partitions: vec![ListOffsetsPartition {
-                        partition: p,
-                        spec: OffsetSpec::Latest as i32,
-                        timestamp: 0,
-                        current_leader_epoch: None,
-                    }],
-                }],
-            };
-            let r = client.list_offsets(req).await.ok()?.into_inner();
-            r.topics[0].partitions[0].error.is_none().then_some(())?;
-        }
-        Some(())
-    })
-    .await;
+    for p in 0..partitions {
+        wait_serving_partition(c, on, topic, p).await;
+    }
 }
 
 fn assert_records(got: &[ConsumerRecord], p: i32, n: i64) {
