@@ -875,6 +875,15 @@ async fn a_deleted_topics_logs_disappear_and_a_new_topic_starts_empty() {
     create_until_ok(&c, 1, topic("gone", 2, 1), READY).await;
     wait_serving(&c, 1, "gone", 2).await;
     assert_eq!(latest(&c, 1, "gone", 0).await, 0);
+    // A consumer still holding the old topic id is told the topic changed.
+    let mut old = fetch_one("gone", 0, 0, RecordFormat::Records, 0);
+    old.topics[0].topic_id = Bytes::from(
+        (0..16)
+            .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap())
+            .collect::<Vec<u8>>(),
+    );
+    let r = fetch_req(&c, 1, old).await;
+    assert_eq!(code(&r.error), ErrorCode::InconsistentTopicId);
     assert_eq!(
         produce_ok(&c, 1, Acks::All, "gone", 0, records(0, 0..1)).await,
         0

@@ -16,6 +16,8 @@ use keel_storage::{LogError, Offset};
 pub enum PartitionError {
     #[error("this broker does not host this topic-partition")]
     UnknownTopicOrPartition,
+    #[error("the topic id does not match the topic's current id: it was deleted and re-created")]
+    InconsistentTopicId,
     #[error("this broker does not lead the partition")]
     NotLeader {
         leader: Option<BrokerId>,
@@ -101,6 +103,7 @@ impl PartitionError {
     pub fn code(&self) -> ErrorCode {
         match self {
             PartitionError::UnknownTopicOrPartition => ErrorCode::UnknownTopicOrPartition,
+            PartitionError::InconsistentTopicId => ErrorCode::InconsistentTopicId,
             PartitionError::NotLeader { .. } => ErrorCode::NotLeader,
             PartitionError::LeaderNotAvailable => ErrorCode::LeaderNotAvailable,
             PartitionError::NotEnoughReplicas { .. } => ErrorCode::NotEnoughReplicas,

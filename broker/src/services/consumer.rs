@@ -122,6 +122,9 @@ impl ConsumerService {
                     _ => budget,
                 };
                 let result = match room {
+                    _ if stale_topic_id(&t.topic_id, topic_id) => {
+                        Err(PartitionError::InconsistentTopicId)
+                    }
                     0 => Ok(None),
                     _ => self
                         .fetch_partition(&image, &t.topic, fp, room, structured)
@@ -252,6 +255,17 @@ fn advance(req: &mut pb::FetchRequest, mut resp: pb::FetchResponse) -> Option<pb
     req.topics.retain(|t| !t.partitions.is_empty());
     resp.topics.retain(|t| !t.partitions.is_empty());
     (!resp.topics.is_empty()).then_some(resp)
+}
+
+/// Whether the client named a topic id (optional) that is not the topic's current one: the
+/// topic was deleted and created again, and offsets from the old one mean nothing here.
+fn stale_topic_id(requested: &[u8], current: Option<keel_metadata::records::TopicId>) -> bool {
+    match (requested.is_empty(), current) {
+        (true, _) => false,
+        (false, Some(id)) => requested != id.to_bytes(),
+        // Unknown topic: the partition lookup reports it.
+        (false, None) => false,
+    }
 }
 
 /// The partition's offsets and no data yet.
@@ -385,6 +399,21 @@ impl Consumer for ConsumerService {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_different_topic_id_is_stale() {
+        let id = keel_metadata::records::TopicId(7);
+        assert!(!stale_topic_id(&[], Some(id)), "no id: no check");
+        assert!(!stale_topic_id(&id.to_bytes(), Some(id)));
+        assert!(stale_topic_id(
+            &keel_metadata::records::TopicId(8).to_bytes(),
+            Some(id)
+        ));
+        assert!(
+            !stale_topic_id(&id.to_bytes(), None),
+            "unknown topic reported elsewhere"
+        );
+    }
 
     fn req(parts: &[(i32, i64)]) -> pb::FetchRequest {
         pb::FetchRequest {
