@@ -14,7 +14,7 @@ use keel_proto::v1::admin_server::Admin;
 use keel_proto::v1::*;
 use tonic::{Request, Response, Status};
 
-use super::convert::{parse_topic_id, topic_id_bytes, write_error};
+use super::convert::{invalid, parse_topic_id, topic_id_bytes, write_error};
 use super::{forward, with_offset, Remote, Route, Shared};
 
 /// Partitions of a topic created without a count (Kafka's `num.partitions`).
@@ -63,10 +63,6 @@ where
         Route::Unavailable(e) => failed(&body, e),
     };
     Ok(Response::new(out))
-}
-
-fn invalid(msg: impl Into<String>) -> Error {
-    Error::new(ErrorCode::InvalidRequest, msg)
 }
 
 /// Every config of a topic: its overrides, then the defaults of the keys it does not set.

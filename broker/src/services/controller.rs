@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
-use super::convert::{parse_topic_id, write_error};
+use super::convert::{invalid, parse_topic_id, write_error};
 
 /// Default size of one streamed snapshot chunk.
 const SNAPSHOT_CHUNK: usize = 1 << 20;
@@ -46,10 +46,6 @@ impl ControllerService {
 }
 
 type Reply<T> = Result<Response<T>, Status>;
-
-fn invalid(msg: impl Into<String>) -> Error {
-    Error::new(ErrorCode::InvalidRequest, msg)
-}
 
 fn endpoint(e: &BrokerEndpoint) -> Result<Endpoint, Error> {
     let port = u16::try_from(e.port)
@@ -84,7 +80,7 @@ fn registration(req: &BrokerRegistrationRequest) -> Result<RegisterBrokerRequest
     })
 }
 
-fn proposals(req: &AlterPartitionRequest) -> Vec<(Bytes16, i32, Result<IsrProposal, Error>)> {
+fn proposals(req: &AlterPartitionRequest) -> Vec<(bytes::Bytes, i32, Result<IsrProposal, Error>)> {
     let mut out = Vec::new();
     for t in &req.topics {
         for p in &t.partitions {
@@ -112,11 +108,9 @@ fn proposals(req: &AlterPartitionRequest) -> Vec<(Bytes16, i32, Result<IsrPropos
     out
 }
 
-type Bytes16 = bytes::Bytes;
-
 /// Groups per-partition results by topic, keeping the request's order.
 fn by_topic(
-    results: Vec<(Bytes16, AlterPartitionPartitionResponse)>,
+    results: Vec<(bytes::Bytes, AlterPartitionPartitionResponse)>,
 ) -> Vec<AlterPartitionTopicResponse> {
     let mut topics: Vec<AlterPartitionTopicResponse> = Vec::new();
     for (topic_id, p) in results {

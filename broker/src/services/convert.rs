@@ -24,6 +24,11 @@ pub fn not_controller(leader: Option<(NodeId, String)>) -> Error {
     e
 }
 
+/// `INVALID_REQUEST` with `msg`: a request that breaks the contract.
+pub fn invalid(msg: impl Into<String>) -> Error {
+    Error::new(ErrorCode::InvalidRequest, msg)
+}
+
 /// The wire error for a failed metadata write.
 pub fn write_error(e: WriteError) -> Error {
     match e {
