@@ -12,6 +12,7 @@
 //! - [`batch`]: encode, decode and validate record batches; stamp offsets and epochs.
 //! - [`data_dir`]: a data directory, its shared index, and opening logs in it.
 //! - [`log`]: one partition log; the module doc follows a batch through it.
+//! - [`epochs`]: the leader-epoch cache (where each leader epoch starts in a log).
 //! - `segment`: one segment file (private).
 //! - [`index`]: the [`index::OffsetIndex`] trait, with RocksDB and in-memory implementations.
 //! - [`testing`]: the conformance suite every `OffsetIndex` passes.
@@ -20,6 +21,7 @@
 pub mod batch;
 pub mod config;
 pub mod data_dir;
+pub mod epochs;
 pub mod error;
 pub mod index;
 pub mod log;

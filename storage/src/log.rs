@@ -29,6 +29,7 @@ use bytes::Bytes;
 
 use crate::batch::{self, BatchHeader};
 use crate::config::LogConfig;
+use crate::epochs::{EpochCache, EpochEntry};
 use crate::error::{LogError, StorageError, Subject, Verb};
 use crate::index::{IndexOp, OffsetEntry, OffsetIndex, TimeEntry};
 use crate::segment::{self, Segment};
@@ -41,6 +42,8 @@ const META_RECOVERY: &str = "recovery";
 const META_CLEAN: &str = "clean";
 const META_LOG_START: &str = "log_start";
 const META_SEGMENT: &str = "segment/";
+const META_EPOCH: &str = "epoch/";
+const META_HW: &str = "high_watermark";
 
 /// Where appended data is known to be durable: the offset, and the segment and position that
 /// hold it. `max_timestamp` is the segment's greatest timestamp before that position, so
@@ -130,6 +133,23 @@ fn segment_key(base: Offset) -> String {
     format!("{META_SEGMENT}{base:020}")
 }
 
+fn epoch_key(epoch: i32) -> String {
+    format!("{META_EPOCH}{epoch:010}")
+}
+
+fn put_epoch(e: EpochEntry) -> IndexOp {
+    IndexOp::PutMeta {
+        key: epoch_key(e.epoch),
+        value: encode_i64s(&[e.start_offset]),
+    }
+}
+
+fn delete_epochs(removed: &[EpochEntry], ops: &mut Vec<IndexOp>) {
+    ops.extend(removed.iter().map(|e| IndexOp::DeleteMeta {
+        key: epoch_key(e.epoch),
+    }));
+}
+
 /// What an append wrote.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AppendInfo {
@@ -200,6 +220,10 @@ pub struct Log {
     /// point past the new end.
     generation: u64,
     poisoned: bool,
+    /// Where each leader epoch starts; see [`crate::epochs`].
+    epochs: EpochCache,
+    /// The high watermark last checkpointed by the owner.
+    checkpointed_hw: Option<Offset>,
 }
 
 /// Kafka's topic name rule, which partition log names (`topic-N`) also satisfy.
@@ -271,8 +295,17 @@ impl Log {
             last_time_entry: None,
             generation: 0,
             poisoned: false,
+            epochs: EpochCache::default(),
+            checkpointed_hw: None,
         };
+        log.epochs = log.stored_epochs()?;
+        log.checkpointed_hw = log
+            .index
+            .meta(name, META_HW)?
+            .and_then(|b| decode_i64s::<1>(&b))
+            .map(|[o]| o);
         let stats = log.load(stored_start)?;
+        log.trim_epochs_to_log()?;
         log.index.apply(
             &log.name,
             &[IndexOp::DeleteMeta {
@@ -441,6 +474,8 @@ impl Log {
         self.index
             .apply(&self.name, &[IndexOp::TruncateFrom(start.offset)], false)?;
         let mut ops = Vec::new();
+        // Epoch entries past the recovery point are rebuilt from the batches that survive.
+        delete_epochs(&self.epochs.truncate_from_end(start.offset), &mut ops);
         let mut expected = start.offset;
         self.max_timestamp = self.segments.values().filter_map(|s| s.max_timestamp).max();
         self.max_timestamp = max_ts(self.max_timestamp, start.max_timestamp);
@@ -478,6 +513,11 @@ impl Log {
             let seg = self.segments.get_mut(&base).expect("listed above");
             seg.unindexed_bytes = u64::MAX;
             for (position, h) in &found {
+                let (changed, removed) = self.epochs.assign(h.partition_leader_epoch, h.base_offset);
+                delete_epochs(&removed, &mut ops);
+                if changed {
+                    ops.extend(self.epochs.latest().map(put_epoch));
+                }
                 seg_max = max_ts(seg_max, Some(h.max_timestamp));
                 self.max_timestamp = max_ts(self.max_timestamp, Some(h.max_timestamp));
                 index_batch(
@@ -763,6 +803,13 @@ impl Log {
             &mut ops,
         );
         self.last_time_entry = last_time_entry;
+        let (changed, removed) = self
+            .epochs
+            .assign(header.partition_leader_epoch, header.base_offset);
+        delete_epochs(&removed, &mut ops);
+        if changed {
+            ops.extend(self.epochs.latest().map(put_epoch));
+        }
         if !ops.is_empty() {
             self.index.apply(&self.name, &ops, false)?;
         }
@@ -1008,6 +1055,7 @@ impl Log {
         seg.unindexed_bytes = u64::MAX;
         self.max_timestamp = self.segments.values().filter_map(|s| s.max_timestamp).max();
         ops.push(IndexOp::TruncateFrom(new_end));
+        delete_epochs(&self.epochs.truncate_from_end(new_end), &mut ops);
         if self.recovery_point.offset > new_end || self.recovery_point.segment > base {
             self.recovery_point = self.end_point();
         }
@@ -1042,6 +1090,8 @@ impl Log {
         }
         self.max_timestamp = None;
         self.last_time_entry = None;
+        self.epochs.clear();
+        self.checkpointed_hw = None;
         self.start_empty_at(offset)
     }
 
@@ -1100,6 +1150,9 @@ impl Log {
         ops.extend(doomed.iter().map(|b| IndexOp::DeleteMeta {
             key: segment_key(*b),
         }));
+        let (removed, moved) = self.epochs.truncate_from_start(new_start);
+        delete_epochs(&removed, &mut ops);
+        ops.extend(moved.map(put_epoch));
         self.index.apply(&self.name, &ops, true)?;
         for base in doomed {
             let seg = self.segments.remove(&base).expect("listed above");
@@ -1110,6 +1163,88 @@ impl Log {
         self.log_start = new_start;
         outcome.log_start = new_start;
         Ok(outcome)
+    }
+
+    /// The latest leader epoch in the log (the epoch of its last batch, or the epoch it was
+    /// last told to lead in with [`Log::assign_epoch`]).
+    pub fn latest_epoch(&self) -> Option<i32> {
+        self.epochs.latest().map(|e| e.epoch)
+    }
+
+    /// Where each leader epoch starts.
+    pub fn epochs(&self) -> &[EpochEntry] {
+        self.epochs.entries()
+    }
+
+    /// The largest epoch at most `epoch` and the offset where it ends in this log (Kafka's
+    /// OffsetsForLeaderEpoch); see [`EpochCache::end_offset_for`].
+    pub fn end_offset_for_epoch(&self, epoch: i32) -> Option<(i32, Offset)> {
+        self.epochs.end_offset_for(epoch, self.log_end_offset())
+    }
+
+    /// Records that this log's leader starts `epoch` at the log end, before it appends anything
+    /// in it, so that followers asking for the previous epoch's end learn it exactly.
+    pub fn assign_epoch(&mut self, epoch: i32) -> Result<(), LogError> {
+        self.check_writable()?;
+        let (changed, removed) = self.epochs.assign(epoch, self.log_end_offset());
+        let mut ops = Vec::new();
+        delete_epochs(&removed, &mut ops);
+        if changed {
+            ops.extend(self.epochs.latest().map(put_epoch));
+        }
+        if !ops.is_empty() {
+            self.index.apply(&self.name, &ops, false)?;
+        }
+        Ok(())
+    }
+
+    /// The high watermark last saved with [`Log::checkpoint_high_watermark`], never above the
+    /// log end.
+    pub fn checkpointed_high_watermark(&self) -> Option<Offset> {
+        self.checkpointed_hw.map(|hw| hw.min(self.log_end_offset()))
+    }
+
+    /// Saves the owner's high watermark, so that a restart exposes what was exposed before
+    /// (not durable by itself: a later flush or close makes it so).
+    pub fn checkpoint_high_watermark(&mut self, hw: Offset) -> Result<(), LogError> {
+        if self.checkpointed_hw == Some(hw) {
+            return Ok(());
+        }
+        let op = IndexOp::PutMeta {
+            key: META_HW.into(),
+            value: encode_i64s(&[hw]),
+        };
+        self.index.apply(&self.name, &[op], false)?;
+        self.checkpointed_hw = Some(hw);
+        Ok(())
+    }
+
+    fn stored_epochs(&self) -> Result<EpochCache, LogError> {
+        let mut entries = Vec::new();
+        for (key, value) in self.index.meta_with_prefix(&self.name, META_EPOCH)? {
+            let epoch = key[META_EPOCH.len()..].parse::<i32>().ok();
+            if let (Some(epoch), Some([start_offset])) = (epoch, decode_i64s::<1>(&value)) {
+                entries.push(EpochEntry {
+                    epoch,
+                    start_offset,
+                });
+            }
+        }
+        Ok(EpochCache::from_entries(entries))
+    }
+
+    /// Drops epoch entries outside the log after an open (a crash may have cut its tail; a
+    /// retention pass may have crashed before its checkpoint).
+    fn trim_epochs_to_log(&mut self) -> Result<(), LogError> {
+        let mut ops = Vec::new();
+        delete_epochs(&self.epochs.truncate_from_end(self.log_end_offset()), &mut ops);
+        let (removed, moved) = self.epochs.truncate_from_start(self.log_start);
+        delete_epochs(&removed, &mut ops);
+        ops.extend(moved.map(put_epoch));
+        if !ops.is_empty() {
+            self.index.apply(&self.name, &ops, true)?;
+        }
+        Ok(())
     }
 
     /// Flushes and records a clean shutdown, so the next open reads no segment data.

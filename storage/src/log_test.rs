@@ -5,6 +5,7 @@ use bytes::Bytes;
 
 use super::*;
 use crate::batch::{encode, BatchParams, NewRecord};
+use crate::config::MIN_SEGMENT_BYTES;
 use crate::index::mem::MemIndex;
 use crate::DataDir;
 
@@ -616,4 +617,84 @@ fn logs_share_one_index_without_mixing() {
     f.data.delete_log(a).unwrap();
     assert_eq!(f.data.log_names().unwrap(), vec!["a-00".to_owned()]);
     assert_eq!(offsets(&b, 0), (0..7).collect::<Vec<_>>());
+}
+
+fn epochs_of(log: &Log) -> Vec<(i32, Offset)> {
+    log.epochs()
+        .iter()
+        .map(|e| (e.epoch, e.start_offset))
+        .collect()
+}
+
+#[test]
+fn leader_epochs_are_tracked_persisted_and_answer_end_offsets() {
+    let f = Fixture::new();
+    let (mut log, _) = f.open(small());
+    log.append(&batch(2, 10, T0), 1).unwrap(); // 0..2 in epoch 1
+    log.append(&batch(3, 10, T0), 1).unwrap(); // 2..5
+    log.assign_epoch(3).unwrap(); // became leader at 5, nothing appended yet
+    assert_eq!(log.end_offset_for_epoch(1), Some((1, 5)));
+    log.append(&batch(3, 10, T0), 3).unwrap(); // 5..8
+    assert_eq!(epochs_of(&log), vec![(1, 0), (3, 5)]);
+    assert_eq!(log.latest_epoch(), Some(3));
+    assert_eq!(log.end_offset_for_epoch(2), Some((1, 5)));
+    assert_eq!(log.end_offset_for_epoch(3), Some((3, 8)));
+    assert_eq!(log.end_offset_for_epoch(4), None);
+    log.checkpoint_high_watermark(6).unwrap();
+    log.close().unwrap();
+
+    let f = f.reopen();
+    let (mut log, stats) = f.open(small());
+    assert!(stats.clean);
+    assert_eq!(epochs_of(&log), vec![(1, 0), (3, 5)]);
+    assert_eq!(log.checkpointed_high_watermark(), Some(6));
+
+    // A follower told that its epoch 3 diverges cuts its log; the epoch goes with it.
+    assert_eq!(log.truncate_to(5).unwrap(), 5);
+    assert_eq!(epochs_of(&log), vec![(1, 0)]);
+    assert_eq!(log.checkpointed_high_watermark(), Some(5));
+    log.truncate_fully_and_start_at(20).unwrap();
+    assert_eq!(log.latest_epoch(), None);
+    assert_eq!(log.checkpointed_high_watermark(), None);
+}
+
+#[test]
+fn epochs_of_a_crashed_tail_are_rebuilt_from_the_surviving_batches() {
+    let f = Fixture::new();
+    let (mut log, _) = f.open(small());
+    log.append(&batch(2, 10, T0), 1).unwrap();
+    log.flush().unwrap();
+    log.append(&batch(2, 10, T0), 2).unwrap(); // 2..4, epoch 2, unflushed
+    log.append(&batch(2, 10, T0), 4).unwrap(); // 4..6, epoch 4, torn below
+    let end = log.size_bytes();
+    drop(log);
+    // Tear the last batch: its epoch must not survive.
+    let path = f.segment_path(0);
+    let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    file.set_len(end - 3).unwrap();
+    let f = f.reopen();
+    let (log, stats) = f.open(small());
+    assert!(!stats.clean);
+    assert_eq!(log.log_end_offset(), 4);
+    assert_eq!(epochs_of(&log), vec![(1, 0), (2, 2)]);
+    assert_eq!(log.end_offset_for_epoch(4), None);
+}
+
+#[test]
+fn retention_moves_the_first_epoch_start_with_the_log_start() {
+    let f = Fixture::new();
+    let config = LogConfig {
+        segment_bytes: MIN_SEGMENT_BYTES,
+        retention_bytes: Some(1),
+        ..small()
+    };
+    let (mut log, _) = f.open(config);
+    for epoch in [1, 1, 1, 2, 2, 2] {
+        log.append(&batch(20, 200, T0), epoch).unwrap();
+    }
+    let outcome = log.apply_retention(log.log_end_offset()).unwrap();
+    assert!(outcome.log_start > 0);
+    let first = log.epochs()[0];
+    assert_eq!(first.start_offset, log.log_start_offset());
+    assert_eq!(log.latest_epoch(), Some(2));
 }
