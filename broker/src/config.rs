@@ -5,7 +5,7 @@
 //! `node_id`, `roles` (`broker`, `controller` or `broker,controller`), `listen` (client gRPC),
 //! `internal_listen` (Raft, controller and replication traffic), `http_listen` (metrics and
 //! health), `data_dir`, `controller_voters` (`1@host:port,2@host:port,...`), `rack`,
-//! `broker_session_timeout_ms`, `broker_heartbeat_interval_ms`.
+//! `broker_session_timeout_ms`, `broker_heartbeat_interval_ms`, `replica_lag_time_max_ms`.
 //!
 //! Library code never reads the environment: the binary hands [`Config::load`] the environment
 //! provider ([`Config::env`]), and tests hand it whatever they like.
@@ -21,7 +21,7 @@ use figment::{Figment, Provider};
 use serde::{Deserialize, Serialize};
 
 /// Every key of the config, as written in TOML (and, upper-cased, after `KEEL_`).
-pub const KEYS: [&str; 10] = [
+pub const KEYS: [&str; 11] = [
     "node_id",
     "roles",
     "listen",
@@ -32,6 +32,7 @@ pub const KEYS: [&str; 10] = [
     "rack",
     "broker_session_timeout_ms",
     "broker_heartbeat_interval_ms",
+    "replica_lag_time_max_ms",
 ];
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -58,6 +59,9 @@ pub struct Config {
     /// How often a broker heartbeats to the active controller (Kafka's
     /// `broker.heartbeat.interval.ms`).
     pub broker_heartbeat_interval_ms: u64,
+    /// A follower that has not caught up with its leader for this long leaves the ISR
+    /// (Kafka's `replica.lag.time.max.ms`).
+    pub replica_lag_time_max_ms: u64,
 }
 
 impl Default for Config {
@@ -73,6 +77,7 @@ impl Default for Config {
             rack: None,
             broker_session_timeout_ms: 9000,
             broker_heartbeat_interval_ms: 2000,
+            replica_lag_time_max_ms: 30_000,
         }
     }
 }
@@ -241,6 +246,8 @@ pub enum ConfigError {
          broker_session_timeout_ms ({timeout})"
     )]
     BadHeartbeat { interval: u64, timeout: u64 },
+    #[error("replica_lag_time_max_ms: must be at least 100, got {0}")]
+    BadReplicaLag(u64),
     #[error("config file {path}: not found")]
     MissingFile { path: PathBuf },
     #[error("{0}")]
@@ -326,6 +333,9 @@ impl Config {
         );
         if interval == 0 || interval >= timeout {
             return Err(ConfigError::BadHeartbeat { interval, timeout });
+        }
+        if self.replica_lag_time_max_ms < 100 {
+            return Err(ConfigError::BadReplicaLag(self.replica_lag_time_max_ms));
         }
         if let Some(rack) = &self.rack {
             let ok = (1..=64).contains(&rack.len())

@@ -8,15 +8,16 @@
 //! - [`follower`]: how a broker without the controller role follows the metadata.
 //! - [`http`]: the HTTP side listener: `/healthz` and `/readyz`.
 //! - [`partitions`]: the partition manager: the partition replicas this broker hosts, their
-//!   logs, leadership and high watermarks.
+//!   logs, leadership, high watermarks and per-partition replication logic.
+//! - [`replication`]: the follower fetchers and the leader's ISR upkeep.
 //! - [`services`]: the gRPC services (`Admin`, `Cluster`, `Producer`, `Consumer`,
-//!   `Controller`; `Raft` comes from keel-metadata) and request forwarding to the active
-//!   controller.
+//!   `Controller`, `Replication`; `Raft` comes from keel-metadata) and request forwarding to
+//!   the active controller.
 //! - `src/main.rs`: the thin `keeld` binary; it parses flags and runs [`Node`].
 //!
-//! A node runs the metadata quorum, broker membership and the single-replica data path
-//! (produce and fetch on partition leaders); replication comes next (see ARCHITECTURE.md,
-//! "Status").
+//! A node runs the metadata quorum, broker membership and the replicated data path (produce
+//! and fetch on partition leaders, followers pulling from them); see ARCHITECTURE.md,
+//! "Status".
 
 pub mod config;
 pub mod follower;
@@ -24,6 +25,7 @@ pub mod http;
 pub mod lifecycle;
 pub mod partitions;
 pub mod quorum;
+pub mod replication;
 pub mod services;
 
 use std::future::Future;
@@ -39,6 +41,7 @@ use keel_proto::v1::cluster_server::ClusterServer;
 use keel_proto::v1::consumer_server::ConsumerServer;
 use keel_proto::v1::controller_server::ControllerServer;
 use keel_proto::v1::producer_server::ProducerServer;
+use keel_proto::v1::replication_server::ReplicationServer;
 use keel_storage::{DataDir, LogConfig};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -51,6 +54,7 @@ use services::cluster::ClusterService;
 use services::consumer::ConsumerService;
 use services::controller::ControllerService;
 use services::producer::ProducerService;
+use services::replication::ReplicationService;
 use services::Shared;
 
 /// Why a node could not start.
@@ -144,6 +148,7 @@ impl Node {
             )),
             tokio::spawn(serve_internal(
                 shared.clone(),
+                partitions.clone(),
                 internal,
                 listeners_rx.clone(),
             )),
@@ -157,6 +162,19 @@ impl Node {
                 status.clone(),
                 stop_rx.clone(),
             )));
+        }
+        if let Some(p) = &partitions {
+            let ctx = Arc::new(replication::Context {
+                me: config.node_id as i32,
+                shared: shared.clone(),
+                partitions: p.clone(),
+                status: status.clone(),
+                stop: listeners_rx.clone(),
+            });
+            let lag_max = Duration::from_millis(config.replica_lag_time_max_ms);
+            let tick = (lag_max / 4).min(Duration::from_millis(250));
+            tasks.push(tokio::spawn(replication::run(ctx.clone())));
+            tasks.push(tokio::spawn(replication::isr::run(ctx, lag_max, tick)));
         }
         if let Some(images) = images {
             let broker_id = config.node_id as i32;
@@ -356,7 +374,17 @@ async fn serve_client(
     }
 }
 
-async fn serve_internal(shared: Arc<Shared>, listener: TcpListener, stop: watch::Receiver<bool>) {
+async fn serve_internal(
+    shared: Arc<Shared>,
+    partitions: Option<Arc<PartitionManager>>,
+    listener: TcpListener,
+    stop: watch::Receiver<bool>,
+) {
+    // Brokers serve their followers; a controller-only node answers UNIMPLEMENTED.
+    let replication = partitions.map(|p| {
+        ReplicationServer::new(ReplicationService::new(shared.clone(), p, stop.clone()))
+            .max_encoding_message_size(MAX_MESSAGE)
+    });
     let mut router = tonic::transport::Server::builder()
         .add_service(
             AdminServer::new(AdminService::new(shared.clone()))
@@ -381,6 +409,7 @@ async fn serve_internal(shared: Arc<Shared>, listener: TcpListener, stop: watch:
             );
     }
     let result = router
+        .add_optional_service(replication)
         .serve_with_incoming_shutdown(incoming(listener), stopped(stop))
         .await;
     if let Err(e) = result {

@@ -1020,6 +1020,13 @@ impl Log {
     pub fn truncate_to(&mut self, offset: Offset) -> Result<Offset, LogError> {
         self.check_writable()?;
         if offset >= self.log_end_offset() {
+            // No records go, but an epoch begun at the end (a leader that wrote nothing in
+            // it) does: the log must not claim an epoch its new leader says it never had.
+            let mut ops = Vec::new();
+            delete_epochs(&self.epochs.truncate_from_end(offset), &mut ops);
+            if !ops.is_empty() {
+                self.index.apply(&self.name, &ops, true)?;
+            }
             return Ok(self.log_end_offset());
         }
         if offset <= self.log_start {

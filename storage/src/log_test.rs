@@ -649,6 +649,10 @@ fn leader_epochs_are_tracked_persisted_and_answer_end_offsets() {
     assert_eq!(epochs_of(&log), vec![(1, 0), (3, 5)]);
     assert_eq!(log.checkpointed_high_watermark(), Some(6));
 
+    // An epoch begun at the log end with no records goes when the log is cut at its end.
+    log.assign_epoch(4).unwrap();
+    assert_eq!(log.truncate_to(8).unwrap(), 8);
+    assert_eq!(log.latest_epoch(), Some(3));
     // A follower told that its epoch 3 diverges cuts its log; the epoch goes with it.
     assert_eq!(log.truncate_to(5).unwrap(), 5);
     assert_eq!(epochs_of(&log), vec![(1, 0)]);

@@ -3,4 +3,5 @@
 mod t10_quorum;
 mod t11_cli;
 mod t20_data;
+mod t21_replication;
 mod t50_storage_crash;

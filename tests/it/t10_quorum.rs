@@ -132,7 +132,7 @@ pub(crate) async fn metadata(c: &TestCluster, on: u32) -> MetadataResponse {
 }
 
 /// Metadata from node `on`, or `None` while it does not answer (starting up).
-async fn try_metadata(c: &TestCluster, on: u32) -> Option<MetadataResponse> {
+pub(crate) async fn try_metadata(c: &TestCluster, on: u32) -> Option<MetadataResponse> {
     let mut client = ClusterClient::new(channel(c, on).await);
     let req = MetadataRequest {
         topics: vec![],
@@ -437,7 +437,7 @@ async fn sigterm_of_the_active_controller_hands_leadership_over() {
 }
 
 /// The status code of `GET path` on `addr`, or `None` when nothing answers.
-async fn http_status(addr: std::net::SocketAddr, path: &str) -> Option<u16> {
+pub(crate) async fn http_status(addr: std::net::SocketAddr, path: &str) -> Option<u16> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
     let req = format!("GET {path} HTTP/1.1\r\nHost: keel\r\nConnection: close\r\n\r\n");

@@ -26,6 +26,8 @@ pub struct Spec {
     pub session_timeout_ms: u64,
     /// `broker_heartbeat_interval_ms`.
     pub heartbeat_interval_ms: u64,
+    /// `replica_lag_time_max_ms`.
+    pub replica_lag_ms: u64,
 }
 
 impl Default for Spec {
@@ -35,6 +37,7 @@ impl Default for Spec {
             brokers: 0,
             session_timeout_ms: 3000,
             heartbeat_interval_ms: 500,
+            replica_lag_ms: 5000,
         }
     }
 }
@@ -63,11 +66,22 @@ pub struct TestCluster {
     nodes: BTreeMap<u32, NodeProc>,
 }
 
+/// A loopback address nobody listens on, never handed out twice by this process.
+///
+/// Ports come from below Linux's ephemeral range (32768 and up), so an outgoing connection's
+/// local port cannot take a node's port between this check and the node's bind; each test
+/// process starts at its own offset so parallel test binaries rarely meet.
 fn free_addr() -> SocketAddr {
-    // Bound and released at once; a port taken in between fails start-up loudly, not silently.
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free loopback port")
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let base = 20_000 + (std::process::id() % 64) * 150;
+    loop {
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let port = 20_000 + (base - 20_000 + n) % 12_000;
+        let addr = SocketAddr::from(([127, 0, 0, 1], port as u16));
+        if TcpListener::bind(addr).is_ok() {
+            return addr;
+        }
+    }
 }
 
 /// The `keeld` binary under test.
@@ -190,6 +204,10 @@ impl TestCluster {
             .env(
                 "KEEL_BROKER_HEARTBEAT_INTERVAL_MS",
                 spec.heartbeat_interval_ms.to_string(),
+            )
+            .env(
+                "KEEL_REPLICA_LAG_TIME_MAX_MS",
+                spec.replica_lag_ms.to_string(),
             )
             .env("RUST_LOG", "info,openraft=warn")
             .stdin(Stdio::null())

@@ -3,9 +3,12 @@
 //! # Layout
 //! - [`cluster`]: [`TestCluster`](cluster::TestCluster), real `keeld` processes on loopback
 //!   that a test starts, kills, stops, pauses and restarts.
+//! - [`workload`]: producers that keep a history, reading back a cluster's partitions (over
+//!   the API or from a stopped node's files), and the checker comparing the two.
 //! - `tests/it/main.rs`: one integration-test binary with modules per area, named `t10_`
 //!   (metadata quorum) to `t90_` (regressions).
 //! - `src/bin/keel-log-writer.rs`: a process that appends to a partition log until it is
 //!   killed, used by the crash-recovery tests.
 
 pub mod cluster;
+pub mod workload;

@@ -19,12 +19,15 @@
 //!
 //! # Layout
 //! - this file: [`PartitionManager`], [`TopicSettings`], log naming;
-//! - [`partition`]: one replica: log, role, high watermark, group commit;
+//! - [`partition`]: one replica: log, role, high watermark, group commit, and (in its child
+//!   module) replication: serving follower fetches, applying them, ISR proposals;
 //! - [`hw`]: the high watermark as a pure function;
+//! - [`isr`]: follower tracking and ISR proposals as pure functions;
 //! - [`error`]: per-partition errors and their wire mapping.
 
 pub mod error;
 pub mod hw;
+pub mod isr;
 pub mod partition;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -41,7 +44,7 @@ use tokio::sync::watch;
 pub use error::PartitionError;
 
 use crate::lifecycle::Status;
-pub use partition::{Partition, Role};
+pub use partition::{Partition, Role, Signals};
 
 /// The name of a partition's log: `<topic id, 32 hex digits>-<partition>`. The id, not the
 /// topic name, so that a topic deleted and created again under the same name never meets the
@@ -111,7 +114,9 @@ pub struct PartitionManager {
     me: BrokerId,
     data: Arc<DataDir>,
     partitions: Mutex<BTreeMap<(TopicId, i32), Arc<Partition>>>,
-    data_version: Arc<watch::Sender<u64>>,
+    signals: Signals,
+    /// Bumped after every reconcile: roles may have changed.
+    reconciled: watch::Sender<u64>,
     /// Whether orphaned logs have been swept in this run.
     swept: AtomicBool,
 }
@@ -124,7 +129,8 @@ impl PartitionManager {
             me,
             data,
             partitions: Mutex::new(BTreeMap::new()),
-            data_version: Arc::new(watch::channel(0).0),
+            signals: Signals::default(),
+            reconciled: watch::channel(0).0,
             swept: AtomicBool::new(false),
         }
     }
@@ -145,7 +151,46 @@ impl PartitionManager {
 
     /// A receiver woken whenever the high watermark of any partition moves.
     pub fn data_changed(&self) -> watch::Receiver<u64> {
-        self.data_version.subscribe()
+        self.signals.high_watermark.subscribe()
+    }
+
+    /// A receiver woken whenever a leader here appends.
+    pub fn appended(&self) -> watch::Receiver<u64> {
+        self.signals.appended.subscribe()
+    }
+
+    /// A receiver woken after every reconcile (roles may have changed).
+    pub fn reconciled(&self) -> watch::Receiver<u64> {
+        self.reconciled.subscribe()
+    }
+
+    /// Checkpoints every hosted partition's high watermark. Blocking.
+    pub fn checkpoint_all(&self) {
+        let all: Vec<_> = self.map().values().cloned().collect();
+        for p in all {
+            p.checkpoint_hw();
+        }
+    }
+
+    /// The partitions this broker leads.
+    pub fn led(&self) -> Vec<Arc<Partition>> {
+        self.map()
+            .values()
+            .filter(|p| p.role().leader)
+            .cloned()
+            .collect()
+    }
+
+    /// The partitions this broker follows, by their leader.
+    pub fn followed(&self) -> BTreeMap<BrokerId, Vec<Arc<Partition>>> {
+        let mut by_leader: BTreeMap<BrokerId, Vec<Arc<Partition>>> = BTreeMap::new();
+        for p in self.map().values() {
+            let role = p.role();
+            if let (false, Some(leader)) = (role.leader, role.leader_id) {
+                by_leader.entry(leader).or_default().push(p.clone());
+            }
+        }
+        by_leader
     }
 
     /// The partition `topic`/`partition` if this broker leads it, per `image`; otherwise why
@@ -208,6 +253,7 @@ impl PartitionManager {
         if complete && !self.swept.swap(true, Ordering::Relaxed) {
             self.sweep_orphans(&wanted);
         }
+        self.reconciled.send_modify(|v| *v += 1);
     }
 
     /// Deletes the partition logs on disk that `wanted` does not name.
@@ -236,8 +282,11 @@ impl PartitionManager {
 
     fn role_in(&self, t: &TopicImage, state: &PartitionState) -> Role {
         Role {
+            leader_id: state.leader,
             leader: state.leader == Some(self.me),
             leader_epoch: state.leader_epoch,
+            partition_epoch: state.partition_epoch,
+            replicas: state.replicas.clone(),
             isr: state.isr.clone(),
             settings: TopicSettings::from_configs(&t.configs),
         }
@@ -263,7 +312,7 @@ impl PartitionManager {
                     self.me,
                     log,
                     role,
-                    self.data_version.clone(),
+                    self.signals.clone(),
                 );
                 self.map().insert((t.topic_id, index), Arc::new(p));
             }
@@ -325,6 +374,7 @@ impl PartitionManager {
     pub fn close_all(&self) {
         let all: Vec<_> = std::mem::take(&mut *self.map()).into_values().collect();
         for p in all {
+            p.checkpoint_hw();
             if let Some(log) = p.take_log() {
                 let name = log.name().to_owned();
                 if let Err(e) = log.close() {

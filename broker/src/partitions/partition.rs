@@ -1,33 +1,47 @@
-//! One partition replica on this broker: its log, its role (leader or not, at which epoch,
-//! with which ISR and topic settings) as of the last applied metadata image, and its high
-//! watermark.
+//! One partition replica on this broker: its log, its role (leader or follower, at which
+//! epoch, with which ISR and topic settings) as of the last applied metadata image, and its
+//! high watermark.
 //!
 //! Concurrency: the log sits behind a `RwLock` so fetches read concurrently while appends
 //! (which take `&mut Log`) are serialized; callers run both on blocking threads. Durability
 //! uses the log's group commit: [`Partition::flush_to`] holds an async lock for one fsync at a
 //! time, and a waiter that gets the lock after another's fsync finds its offset already covered,
 //! so concurrent acks=all produces share one fsync.
+//!
+//! Replication (the leader serving follower fetches, a follower applying what it fetched) is
+//! in the child module `replication`.
+
+mod replication;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, RwLock};
 
 use bytes::Bytes;
-use keel_metadata::records::{BrokerId, LeaderEpoch, TopicId};
+use keel_metadata::records::{BrokerId, LeaderEpoch, PartitionEpoch, TopicId};
 use keel_storage::batch::BatchHeader;
 use keel_storage::{Log, Offset};
 use tokio::sync::watch;
 
 use super::error::PartitionError;
 use super::hw::compute_hw;
+use super::isr::FollowerState;
 use super::TopicSettings;
+
+pub use replication::{Fetched, IsrProposal, ReplicaFetch};
 
 /// This broker's view of its role for the partition.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Role {
+    /// The partition's leader, from the image.
+    pub leader_id: Option<BrokerId>,
     /// Whether this broker leads the partition.
     pub leader: bool,
     /// The leader epoch from the image.
     pub leader_epoch: LeaderEpoch,
+    /// The partition epoch from the image (AlterPartition proposals are based on it).
+    pub partition_epoch: PartitionEpoch,
+    /// The replicas, preferred leader first.
+    pub replicas: Vec<BrokerId>,
     /// The ISR from the image.
     pub isr: Vec<BrokerId>,
     /// The topic's settings.
@@ -49,6 +63,27 @@ pub struct Appended {
     /// The offset after the last record appended.
     pub next_offset: Offset,
     pub log_start: Offset,
+    /// The leader epoch the records were written in.
+    pub leader_epoch: LeaderEpoch,
+}
+
+/// What a leader tracks beyond its log: its followers and an ISR change in flight.
+#[derive(Debug, Default)]
+struct LeaderState {
+    followers: BTreeMap<BrokerId, FollowerState>,
+    /// Where the current leader epoch starts in the log.
+    epoch_start: Offset,
+    /// The ISR asked of the controller and not yet seen in the image, with when it was asked.
+    pending: Option<(Vec<BrokerId>, i64)>,
+}
+
+/// Wake-ups shared by every partition of the broker.
+#[derive(Clone, Default)]
+pub struct Signals {
+    /// Bumped whenever any partition's high watermark moves; wakes long-polling fetches.
+    pub high_watermark: Arc<watch::Sender<u64>>,
+    /// Bumped whenever a leader appends; wakes long-polling replica fetches.
+    pub appended: Arc<watch::Sender<u64>>,
 }
 
 /// One partition replica hosted here.
@@ -59,36 +94,52 @@ pub struct Partition {
     /// `None` once closed or deleted; a request that finds it so is told to retry.
     log: RwLock<Option<Log>>,
     role: Mutex<Role>,
+    leader_state: Mutex<LeaderState>,
     hw: watch::Sender<Offset>,
-    /// Bumped whenever any partition's high watermark moves; wakes long-polling fetches.
-    data_version: Arc<watch::Sender<u64>>,
+    /// Whether this broker leads, and at which epoch; wakes acks=all waiters on a change.
+    leadership: watch::Sender<(bool, LeaderEpoch)>,
+    signals: Signals,
     flush_lock: tokio::sync::Mutex<()>,
 }
 
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
 impl Partition {
-    /// A partition over an opened log.
+    /// A partition over an opened log. The high watermark starts where the log's checkpoint
+    /// left it, so a restart exposes what was exposed before.
     pub fn new(
         topic_id: TopicId,
         index: i32,
         me: BrokerId,
         log: Log,
         role: Role,
-        data_version: Arc<watch::Sender<u64>>,
+        signals: Signals,
     ) -> Partition {
-        // The high watermark is not checkpointed yet: it starts at the log start and the
-        // first role update computes it (the whole log at once for an ISR of one).
-        let (hw, _) = watch::channel(log.log_start_offset());
+        let hw = log
+            .checkpointed_high_watermark()
+            .unwrap_or(log.log_start_offset())
+            .max(log.log_start_offset());
+        let follower = Role {
+            leader: false,
+            ..role.clone()
+        };
         let p = Partition {
             topic_id,
             index,
             me,
             log: RwLock::new(Some(log)),
-            role: Mutex::new(role),
-            hw,
-            data_version,
+            role: Mutex::new(follower),
+            leader_state: Mutex::new(LeaderState::default()),
+            hw: watch::channel(hw).0,
+            leadership: watch::channel((false, role.leader_epoch)).0,
+            signals,
             flush_lock: tokio::sync::Mutex::new(()),
         };
-        p.update_hw();
+        p.set_role(role);
         p
     }
 
@@ -97,17 +148,56 @@ impl Partition {
         self.role.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    /// Applies a new role from the image: leadership, epoch, ISR, settings.
+    fn leader_state(&self) -> std::sync::MutexGuard<'_, LeaderState> {
+        self.leader_state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Applies a new role from the image: leadership, epoch, ISR, settings. Taking over
+    /// leadership records the new epoch's start in the log and gives every ISR member the
+    /// lag limit to show up.
     pub fn set_role(&self, role: Role) {
-        let config = role.settings.log.clone();
-        *self.role.lock().unwrap_or_else(|p| p.into_inner()) = role;
+        let old = std::mem::replace(
+            &mut *self.role.lock().unwrap_or_else(|p| p.into_inner()),
+            role.clone(),
+        );
+        let took_over = role.leader && (!old.leader || old.leader_epoch != role.leader_epoch);
+        let mut log_end = None;
         if let Some(log) = self.log_mut().as_mut() {
-            if log.config() != &config {
-                if let Err(e) = log.set_config(config) {
+            if log.config() != &role.settings.log {
+                if let Err(e) = log.set_config(role.settings.log.clone()) {
                     tracing::warn!(log = %log.name(), error = %e, "topic config not applied");
                 }
             }
+            if took_over {
+                if let Err(e) = log.assign_epoch(role.leader_epoch) {
+                    tracing::error!(log = %log.name(), error = %e, "could not record the leader epoch");
+                }
+            }
+            log_end = Some(log.log_end_offset());
         }
+        {
+            let mut st = self.leader_state();
+            if took_over || !role.leader {
+                let now = now_ms();
+                st.followers = role
+                    .isr
+                    .iter()
+                    .filter(|m| **m != self.me && role.leader)
+                    .map(|m| (*m, FollowerState::fresh(now)))
+                    .collect();
+                st.epoch_start = log_end.unwrap_or(0);
+                st.pending = None;
+            }
+            if old.partition_epoch != role.partition_epoch {
+                st.pending = None;
+            }
+        }
+        self.leadership.send_if_modified(|v| {
+            let new = (role.leader, role.leader_epoch);
+            let changed = *v != new;
+            *v = new;
+            changed
+        });
         self.update_hw();
     }
 
@@ -124,26 +214,44 @@ impl Partition {
         *self.hw.borrow()
     }
 
-    /// Recomputes the high watermark from the log end and the ISR; wakes waiters if it moved.
-    fn update_hw(&self) {
-        let role = self.role();
-        let Some(leo) = self.log_ref().as_ref().map(Log::log_end_offset) else {
-            return;
-        };
-        if !role.leader {
-            return;
-        }
-        let current = self.high_watermark().min(leo);
-        // Followers do not fetch yet, so no follower has reported a log end offset.
-        let hw = compute_hw(self.me, leo, &role.isr, &BTreeMap::new(), current);
+    /// Sets the high watermark; wakes waiters if it moved.
+    fn set_hw(&self, hw: Offset) {
         let moved = self.hw.send_if_modified(|v| {
             let changed = *v != hw;
             *v = hw;
             changed
         });
         if moved {
-            self.data_version.send_modify(|v| *v += 1);
+            self.signals.high_watermark.send_modify(|v| *v += 1);
         }
+    }
+
+    /// As the leader, recomputes the high watermark from the log ends of the ISR, counting
+    /// a member being added as already in (Kafka's "maximal ISR": the high watermark never
+    /// passes a replica the controller may be making a member).
+    fn update_hw(&self) {
+        let role = self.role();
+        if !role.leader {
+            return;
+        }
+        let Some(leo) = self.log_ref().as_ref().map(Log::log_end_offset) else {
+            return;
+        };
+        let (members, leos) = {
+            let st = self.leader_state();
+            let mut members = role.isr.clone();
+            if let Some((pending, _)) = &st.pending {
+                members.extend(pending.iter().filter(|m| !role.isr.contains(m)));
+            }
+            let leos: BTreeMap<BrokerId, Offset> = st
+                .followers
+                .iter()
+                .filter_map(|(id, f)| f.leo.map(|leo| (*id, leo)))
+                .collect();
+            (members, leos)
+        };
+        let current = self.high_watermark().min(leo);
+        self.set_hw(compute_hw(self.me, leo, &members, &leos, current));
     }
 
     /// Log start, high watermark and log end now.
@@ -176,8 +284,10 @@ impl Partition {
                 base_offset: base.unwrap_or(log.log_end_offset()),
                 next_offset: log.log_end_offset(),
                 log_start: log.log_start_offset(),
+                leader_epoch: role.leader_epoch,
             }
         };
+        self.signals.appended.send_modify(|v| *v += 1);
         self.update_hw();
         Ok(appended)
     }
@@ -209,10 +319,27 @@ impl Partition {
         Ok(())
     }
 
-    /// Waits until the high watermark reaches `offset`.
-    pub async fn wait_for_hw(&self, offset: Offset) {
-        let mut rx = self.hw.subscribe();
-        let _ = rx.wait_for(|hw| *hw >= offset).await;
+    /// Waits until the high watermark reaches `offset` while this broker leads in
+    /// `leader_epoch`; if it stops leading first, the records may or may not survive, and
+    /// the caller hears `NOT_LEADER` (retriable).
+    pub async fn wait_replicated(
+        &self,
+        offset: Offset,
+        leader_epoch: LeaderEpoch,
+    ) -> Result<(), PartitionError> {
+        let mut hw = self.hw.subscribe();
+        let mut leadership = self.leadership.subscribe();
+        tokio::select! {
+            _ = hw.wait_for(|hw| *hw >= offset) => Ok(()),
+            _ = leadership.wait_for(|l| *l != (true, leader_epoch)) => {
+                let role = self.role();
+                Err(PartitionError::NotLeader {
+                    leader: role.leader_id,
+                    endpoint: None,
+                    leader_epoch: role.leader_epoch,
+                })
+            }
+        }
     }
 
     /// Whole batches from the one holding `from`, about `max_bytes` (at least one batch),

@@ -16,6 +16,7 @@
 //! - [`producer`]: the `Producer` service (appends on partition leaders);
 //! - [`consumer`]: the `Consumer` service (fetch long poll, offset lookups);
 //! - [`records`]: records between the wire and the record-batch codec;
+//! - [`replication`]: the internal `Replication` service (a leader serving follower fetches);
 //! - [`convert`]: metadata types to and from proto messages, errors with leader hints.
 
 pub mod admin;
@@ -25,6 +26,7 @@ pub mod controller;
 pub mod convert;
 pub mod producer;
 pub mod records;
+pub mod replication;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicI32, Ordering};

@@ -121,8 +121,9 @@ impl ProducerService {
         if acks == AckMode::All {
             let durable = async {
                 partition.flush_to(appended.next_offset).await?;
-                partition.wait_for_hw(appended.next_offset).await;
-                Ok::<_, PartitionError>(())
+                partition
+                    .wait_replicated(appended.next_offset, appended.leader_epoch)
+                    .await
             };
             tokio::time::timeout_at(deadline, durable)
                 .await

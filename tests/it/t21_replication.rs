@@ -1,0 +1,320 @@
+//! Replication on real `keeld` processes: acks=all producers while partition leaders are
+//! killed with `kill -9` and restarted; the whole cluster killed and restarted; the
+//! `min.insync.replicas` rule with one and two brokers down. Each run ends with the workload
+//! checker (every acknowledged record once, at its offset, in its producer's order) and, once
+//! the cluster is stopped, a comparison of every replica's log files.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use keel_proto::v1::*;
+use keel_tests::cluster::{Spec, TestCluster};
+use keel_tests::workload::{self, check, History, Workload};
+use tokio::sync::watch;
+
+use crate::t10_quorum::{
+    create_until_ok, eventually, http_status, metadata, topic, topics_by_name, try_metadata, wait_unfenced,
+    READY,
+};
+
+const TOPIC: &str = "events";
+const PARTITIONS: i32 = 6;
+
+fn workload(c: &TestCluster) -> Arc<Workload> {
+    Arc::new(Workload {
+        topic: TOPIC.into(),
+        partitions: PARTITIONS,
+        urls: c.ids().iter().map(|id| c.client_url(*id)).collect(),
+        timeout_ms: 10_000,
+    })
+}
+
+/// Creates the topic with RF 3 and `min.insync.replicas=2`, and waits until every partition
+/// has a leader and a full ISR.
+async fn create_topic(c: &TestCluster) {
+    let mut t = topic(TOPIC, PARTITIONS, 3);
+    t.configs.insert("min.insync.replicas".into(), "2".into());
+    create_until_ok(c, 1, t, READY).await;
+    wait_healthy(c, Duration::from_secs(60)).await;
+}
+
+/// Waits until every running node is ready (registered in this run and unfenced: an image
+/// from before a restart does not count) and every partition has a leader and all three
+/// replicas in its ISR.
+async fn wait_healthy(c: &TestCluster, within: Duration) -> TopicMetadata {
+    eventually(within, "every node ready", async || {
+        for id in c.ids() {
+            let ready = http_status(c.node(id).http, "/readyz").await == Some(200);
+            if c.is_running(id) && !ready {
+                return None;
+            }
+        }
+        Some(())
+    })
+    .await;
+    eventually(within, "every partition led with a full ISR", async || {
+        for id in c.ids() {
+            if !c.is_running(id) {
+                continue;
+            }
+            let Some(m) = try_metadata(c, id).await else {
+                continue;
+            };
+            let t = topics_by_name(&m).get(TOPIC)?.clone();
+            let healthy = t
+                .partitions
+                .iter()
+                .all(|p| p.leader_id.is_some() && p.isr.len() == 3);
+            return healthy.then_some(t);
+        }
+        None
+    })
+    .await
+}
+
+/// Starts `n` producers; stop them with the returned sender.
+fn start_producers(
+    w: &Arc<Workload>,
+    n: u32,
+) -> (watch::Sender<bool>, Vec<tokio::task::JoinHandle<History>>) {
+    let (stop, stopped) = watch::channel(false);
+    let tasks = (0..n)
+        .map(|i| tokio::spawn(workload::produce(w.clone(), i, stopped.clone())))
+        .collect();
+    (stop, tasks)
+}
+
+async fn stop_producers(
+    stop: watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<History>>,
+) -> Vec<History> {
+    stop.send_replace(true);
+    let mut out = Vec::new();
+    for t in tasks {
+        out.push(t.await.expect("producer"));
+    }
+    out
+}
+
+/// Reads every partition from its leader and runs the checker; returns the partitions' records.
+async fn check_readable(
+    c: &TestCluster,
+    histories: &[History],
+) -> BTreeMap<i32, Vec<(i64, Bytes)>> {
+    let w = workload(c);
+    let mut logs = BTreeMap::new();
+    for p in 0..PARTITIONS {
+        // After restarts the high watermark moves up again as followers fetch: wait until it
+        // covers every acknowledged offset (a lost record shows as a checker failure after).
+        let last_acked = histories
+            .iter()
+            .flat_map(|h| &h.acked)
+            .filter(|a| a.partition == p)
+            .map(|a| a.offset)
+            .max()
+            .unwrap_or(-1);
+        let deadline = tokio::time::Instant::now() + READY;
+        let records = loop {
+            let read = eventually(READY, "the partition readable from its leader", async || {
+                workload::read_partition(&w, p).await
+            })
+            .await;
+            if read.1 > last_acked || tokio::time::Instant::now() > deadline {
+                break read.0;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        logs.insert(p, records);
+    }
+    let summary = check(histories, &logs).unwrap_or_else(|e| panic!("checker: {e}"));
+    let acked: usize = histories.iter().map(|h| h.acked.len()).sum();
+    assert!(acked > 0, "the workload acknowledged something");
+    eprintln!(
+        "checked: {} acknowledged, {} present ({} not acknowledged), {} failed attempts",
+        summary.acked,
+        summary.present,
+        summary.unacked_present,
+        histories.iter().map(|h| h.failed).sum::<u64>()
+    );
+    logs
+}
+
+/// Stops every node, then checks that each replica's log holds exactly what its leader
+/// served: all replicas are in the ISR and caught up, so their logs must be identical.
+fn assert_replicas_identical(
+    c: &mut TestCluster,
+    topic_id: &[u8],
+    served: &BTreeMap<i32, Vec<(i64, Bytes)>>,
+) {
+    for id in c.ids() {
+        if c.is_running(id) {
+            let status = c.terminate(id, Duration::from_secs(60));
+            assert!(status.success(), "node {id}: {status:?}\n{}", c.log_tail(id));
+        }
+    }
+    let hex: String = topic_id.iter().map(|b| format!("{b:02x}")).collect();
+    for (p, records) in served {
+        for id in c.ids() {
+            let on_disk = workload::read_log_on_disk(c.data_dir(id), &format!("{hex}-{p}"));
+            if on_disk != *records {
+                let same = on_disk
+                    .iter()
+                    .zip(records.iter())
+                    .take_while(|(a, b)| a == b)
+                    .count();
+                panic!(
+                    "partition {p} on node {id}: {} records on disk, {} served; equal up to \
+                     record {same}; on disk then {:?}, served then {:?}",
+                    on_disk.len(),
+                    records.len(),
+                    on_disk.get(same..(same + 3).min(on_disk.len())),
+                    records.get(same..(same + 3).min(records.len())),
+                );
+            }
+        }
+    }
+}
+
+fn leader_of(t: &TopicMetadata, partition: i32) -> Option<u32> {
+    t.partitions
+        .iter()
+        .find(|p| p.partition == partition)?
+        .leader_id
+        .map(|l| l as u32)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acked_records_survive_repeated_leader_kills() {
+    let mut c = TestCluster::start(Spec::default());
+    wait_unfenced(&c, 1, &[1, 2, 3]).await;
+    create_topic(&c).await;
+    let w = workload(&c);
+    let (stop, tasks) = start_producers(&w, 4);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for round in 0..3 {
+        let t = wait_healthy(&c, Duration::from_secs(60)).await;
+        let victim = leader_of(&t, round % PARTITIONS).expect("a leader");
+        c.kill(victim);
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        c.start_node(victim);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    let histories = stop_producers(stop, tasks).await;
+    wait_healthy(&c, Duration::from_secs(60)).await;
+    let served = check_readable(&c, &histories).await;
+    // Every replica back in the ISR after the read holds everything the read saw.
+    let t = wait_healthy(&c, Duration::from_secs(60)).await;
+    assert_replicas_identical(&mut c, &t.topic_id, &served);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acked_records_survive_a_whole_cluster_kill() {
+    let mut c = TestCluster::start(Spec::default());
+    wait_unfenced(&c, 1, &[1, 2, 3]).await;
+    create_topic(&c).await;
+    let w = workload(&c);
+    let (stop, tasks) = start_producers(&w, 4);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for id in c.ids() {
+        c.kill(id);
+    }
+    let histories = stop_producers(stop, tasks).await;
+    for id in c.ids() {
+        c.start_node(id);
+    }
+    wait_healthy(&c, Duration::from_secs(90)).await;
+    let served = check_readable(&c, &histories).await;
+    let t = wait_healthy(&c, Duration::from_secs(60)).await;
+    assert_replicas_identical(&mut c, &t.topic_id, &served);
+}
+
+/// One acks=all record to partition 0 through its leader: the base offset or the error code.
+async fn produce_one(c: &TestCluster, value: &str) -> Result<i64, ErrorCode> {
+    let m = metadata(c, 1).await;
+    let t = topics_by_name(&m)[TOPIC].clone();
+    let leader = leader_of(&t, 0).ok_or(ErrorCode::LeaderNotAvailable)?;
+    let w = Workload {
+        urls: vec![c.client_url(leader)],
+        ..(*workload(c)).clone()
+    };
+    let mut client = keel_proto::v1::producer_client::ProducerClient::new(
+        tonic::transport::Channel::from_shared(w.urls[0].clone())
+            .expect("url")
+            .connect_lazy(),
+    );
+    let req = ProduceRequest {
+        acks: Acks::All as i32,
+        timeout_ms: 15_000,
+        topics: vec![TopicProduceData {
+            topic: TOPIC.into(),
+            partitions: vec![PartitionProduceData {
+                partition: 0,
+                data: Some(partition_produce_data::Data::Records(ProducerRecords {
+                    records: vec![ProducerRecord {
+                        key: None,
+                        value: Some(Bytes::from(value.to_owned())),
+                        headers: vec![],
+                        timestamp: None,
+                    }],
+                    idempotent_producer: None,
+                })),
+            }],
+        }],
+    };
+    let resp = client
+        .produce(req)
+        .await
+        .map_err(|_| ErrorCode::RequestTimedOut)?;
+    let p = resp.into_inner().topics.remove(0).partitions.remove(0);
+    match p.error {
+        None => Ok(p.base_offset.expect("offset")),
+        Some(e) => Err(ErrorCode::try_from(e.code).unwrap_or(ErrorCode::UnknownServerError)),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn min_insync_replicas_holds_with_one_and_two_brokers_down() {
+    // One voter and two broker-only nodes: brokers 2 and 3 can die without the quorum.
+    let mut c = TestCluster::start(Spec {
+        voters: 1,
+        brokers: 2,
+        ..Spec::default()
+    });
+    wait_unfenced(&c, 1, &[1, 2, 3]).await;
+    create_topic(&c).await;
+    let first = eventually(READY, "an acks=all produce", async || {
+        produce_one(&c, "all up").await.ok()
+    })
+    .await;
+
+    c.kill(3);
+    // Broker 3 leaves the ISR when it is fenced; until then acks=all waits for it.
+    let second = eventually(READY, "acks=all with one broker down", async || {
+        produce_one(&c, "one down").await.ok()
+    })
+    .await;
+    assert!(second > first);
+
+    c.kill(2);
+    eventually(READY, "ISR of partition 0 down to one", async || {
+        let m = metadata(&c, 1).await;
+        let t = topics_by_name(&m).get(TOPIC)?.clone();
+        (t.partitions.iter().find(|p| p.partition == 0)?.isr.len() == 1).then_some(())
+    })
+    .await;
+    // Let broker 1 apply the ISR change to its replica (it is the image's, already).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        produce_one(&c, "two down").await,
+        Err(ErrorCode::NotEnoughReplicas)
+    );
+
+    c.start_node(2);
+    let third = eventually(READY, "acks=all once broker 2 is back", async || {
+        produce_one(&c, "one back").await.ok()
+    })
+    .await;
+    assert_eq!(third, second + 1, "the refused record was not appended");
+}

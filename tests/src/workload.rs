@@ -1,0 +1,307 @@
+//! A produce workload that keeps its history, ways to read back what a cluster holds, and the
+//! checker that compares the two.
+//!
+//! Producers send acks=all, one record per request, to the partition leader they learned from
+//! metadata. Every attempt carries a value of its own (`p<producer>-<seq>`), never reused by a
+//! retry, so without the idempotent producer an acknowledged value must appear exactly once,
+//! and an unacknowledged one at most once. What the checker demands (see [`check`]):
+//! every acknowledged record is present, once, at the offset it was acknowledged with; no value
+//! appears twice; each producer's records keep their order within a partition.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use keel_proto::v1::cluster_client::ClusterClient;
+use keel_proto::v1::consumer_client::ConsumerClient;
+use keel_proto::v1::partition_produce_data::Data;
+use keel_proto::v1::producer_client::ProducerClient;
+use keel_proto::v1::*;
+use keel_storage::{DataDir, LogConfig};
+use tokio::sync::watch;
+use tonic::transport::Channel;
+
+/// What to produce, and where the cluster answers.
+#[derive(Clone, Debug)]
+pub struct Workload {
+    pub topic: String,
+    pub partitions: i32,
+    /// Client URLs (`http://host:port`) of every node.
+    pub urls: Vec<String>,
+    /// Produce request timeout.
+    pub timeout_ms: i32,
+}
+
+/// One acknowledged record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Acked {
+    pub partition: i32,
+    pub offset: i64,
+    pub value: Bytes,
+}
+
+/// What one producer did.
+#[derive(Clone, Debug, Default)]
+pub struct History {
+    pub acked: Vec<Acked>,
+    pub attempts: u64,
+    /// Attempts that ended in an error or no answer (their records may or may not exist).
+    pub failed: u64,
+}
+
+/// Channels by URL, made lazily and reused.
+#[derive(Default)]
+struct Channels(HashMap<String, Channel>);
+
+impl Channels {
+    fn get(&mut self, url: &str) -> Channel {
+        self.0
+            .entry(url.to_owned())
+            .or_insert_with(|| {
+                Channel::from_shared(url.to_owned())
+                    .expect("url")
+                    .connect_timeout(Duration::from_secs(1))
+                    .connect_lazy()
+            })
+            .clone()
+    }
+}
+
+/// The client URL of each partition's leader, from the first node that answers metadata.
+async fn leaders(w: &Workload, channels: &mut Channels) -> BTreeMap<i32, String> {
+    for url in &w.urls {
+        let mut client = ClusterClient::new(channels.get(url));
+        let mut req = tonic::Request::new(MetadataRequest {
+            topics: vec![w.topic.clone()],
+            include_configs: false,
+        });
+        req.set_timeout(Duration::from_secs(2));
+        let Ok(resp) = client.metadata(req).await else {
+            continue;
+        };
+        let m = resp.into_inner();
+        let brokers: HashMap<i32, String> = m
+            .brokers
+            .iter()
+            .map(|b| (b.broker_id, format!("http://{}:{}", b.host, b.port)))
+            .collect();
+        let Some(t) = m.topics.iter().find(|t| t.name == w.topic) else {
+            continue;
+        };
+        return t
+            .partitions
+            .iter()
+            .filter_map(|p| Some((p.partition, brokers.get(&p.leader_id?)?.clone())))
+            .collect();
+    }
+    BTreeMap::new()
+}
+
+fn request(w: &Workload, partition: i32, value: Bytes) -> tonic::Request<ProduceRequest> {
+    let mut req = tonic::Request::new(ProduceRequest {
+        acks: Acks::All as i32,
+        timeout_ms: w.timeout_ms,
+        topics: vec![TopicProduceData {
+            topic: w.topic.clone(),
+            partitions: vec![PartitionProduceData {
+                partition,
+                data: Some(Data::Records(ProducerRecords {
+                    records: vec![ProducerRecord {
+                        key: None,
+                        value: Some(value),
+                        headers: vec![],
+                        timestamp: None,
+                    }],
+                    idempotent_producer: None,
+                })),
+            }],
+        }],
+    });
+    req.set_timeout(Duration::from_millis(w.timeout_ms as u64 + 3000));
+    req
+}
+
+/// Produces until `stop` turns true, round robin over the partitions, one record per request.
+pub async fn produce(w: Arc<Workload>, producer: u32, stop: watch::Receiver<bool>) -> History {
+    let mut channels = Channels::default();
+    let mut route = leaders(&w, &mut channels).await;
+    let mut h = History::default();
+    let mut seq = 0u64;
+    while !*stop.borrow() {
+        let partition = (seq % w.partitions as u64) as i32;
+        let value = Bytes::from(format!("p{producer}-{seq:08}"));
+        seq += 1;
+        h.attempts += 1;
+        let Some(url) = route.get(&partition).cloned() else {
+            h.failed += 1;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            route = leaders(&w, &mut channels).await;
+            continue;
+        };
+        let mut client = ProducerClient::new(channels.get(&url));
+        let answer = client.produce(request(&w, partition, value.clone())).await;
+        let outcome = answer.ok().and_then(|r| {
+            let p = r.into_inner().topics.pop()?.partitions.pop()?;
+            match p.error {
+                None => p.base_offset,
+                Some(_) => None,
+            }
+        });
+        match outcome {
+            Some(offset) => h.acked.push(Acked {
+                partition,
+                offset,
+                value,
+            }),
+            None => {
+                h.failed += 1;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                route = leaders(&w, &mut channels).await;
+            }
+        }
+    }
+    h
+}
+
+/// Every record of a partition below its high watermark, read from its leader, and the high
+/// watermark.
+pub async fn read_partition(w: &Workload, partition: i32) -> Option<(Vec<(i64, Bytes)>, i64)> {
+    let mut channels = Channels::default();
+    let url = leaders(w, &mut channels).await.remove(&partition)?;
+    let mut client = ConsumerClient::new(channels.get(&url));
+    let mut out = Vec::new();
+    let mut offset = 0;
+    loop {
+        let req = FetchRequest {
+            max_wait_ms: 0,
+            min_bytes: 0,
+            max_bytes: 8 << 20,
+            isolation_level: 0,
+            format: RecordFormat::Records as i32,
+            topics: vec![FetchTopic {
+                topic: w.topic.clone(),
+                topic_id: Bytes::new(),
+                partitions: vec![FetchPartition {
+                    partition,
+                    fetch_offset: offset,
+                    partition_max_bytes: 4 << 20,
+                    current_leader_epoch: None,
+                }],
+            }],
+        };
+        let resp = client.fetch(req).await.ok()?.into_inner();
+        let p = resp.topics.first()?.partitions.first()?.clone();
+        if p.error.is_some() {
+            return None;
+        }
+        let done = (offset >= p.high_watermark).then_some((out.clone(), p.high_watermark));
+        let Some(fetch_partition_response::Data::Records(recs)) = p.data else {
+            return done;
+        };
+        if recs.records.is_empty() {
+            return done;
+        }
+        for r in recs.records {
+            offset = r.offset + 1;
+            out.push((r.offset, r.value.unwrap_or_default()));
+        }
+    }
+}
+
+/// Every record of the log `name` in a stopped node's data directory.
+pub fn read_log_on_disk(data_dir: &Path, name: &str) -> Vec<(i64, Bytes)> {
+    let data = DataDir::open(data_dir).expect("open data dir");
+    let (log, _) = data
+        .open_log(name, LogConfig::default())
+        .expect("open log");
+    let mut out = Vec::new();
+    let mut offset = log.log_start_offset();
+    while offset < log.log_end_offset() {
+        let bytes = log.read(offset, 1 << 20, i64::MAX).expect("read");
+        let mut at = 0;
+        while at < bytes.len() {
+            let header = keel_storage::batch::BatchHeader::parse(&bytes[at..]).expect("header");
+            let len = header.total_len();
+            let batch = keel_storage::batch::decode(&bytes[at..at + len]).expect("batch");
+            for r in batch.records {
+                out.push((r.offset, r.value.unwrap_or_default()));
+            }
+            offset = header.last_offset() + 1;
+            at += len;
+        }
+    }
+    log.close().expect("close");
+    out
+}
+
+/// What the checker counted.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Summary {
+    pub acked: usize,
+    pub present: usize,
+    pub unacked_present: usize,
+}
+
+/// Checks the histories against the partitions' contents (see the module doc); the error
+/// names the first violation.
+pub fn check(histories: &[History], logs: &BTreeMap<i32, Vec<(i64, Bytes)>>) -> Result<Summary, String> {
+    let mut at: HashMap<Bytes, (i32, i64)> = HashMap::new();
+    let mut present = 0;
+    for (partition, records) in logs {
+        let mut last = -1;
+        let mut last_seq: HashMap<String, u64> = HashMap::new();
+        for (offset, value) in records {
+            if *offset <= last {
+                return Err(format!("partition {partition}: offset {offset} after {last}"));
+            }
+            last = *offset;
+            if let Some((producer, seq)) = parse_value(value) {
+                if last_seq.insert(producer, seq).is_some_and(|before| before >= seq) {
+                    return Err(format!("partition {partition}: {value:?} at {offset} is out of its producer's order"));
+                }
+            }
+            if let Some(first) = at.insert(value.clone(), (*partition, *offset)) {
+                return Err(format!(
+                    "{value:?} appears twice: {first:?} and {:?}",
+                    (partition, offset)
+                ));
+            }
+            present += 1;
+        }
+    }
+    let mut acked = 0;
+    for h in histories {
+        let mut last_offset: BTreeMap<i32, i64> = BTreeMap::new();
+        for a in &h.acked {
+            acked += 1;
+            match at.get(&a.value) {
+                Some(&(p, o)) if (p, o) == (a.partition, a.offset) => {}
+                found => {
+                    return Err(format!(
+                        "acknowledged {:?} at {}/{} but found at {found:?}",
+                        a.value, a.partition, a.offset
+                    ))
+                }
+            }
+            let last = last_offset.entry(a.partition).or_insert(-1);
+            if a.offset <= *last {
+                return Err(format!("{:?} acknowledged out of order", a.value));
+            }
+            *last = a.offset;
+        }
+    }
+    Ok(Summary {
+        acked,
+        present,
+        unacked_present: present - acked,
+    })
+}
+
+/// The producer and sequence number of a workload value.
+fn parse_value(value: &[u8]) -> Option<(String, u64)> {
+    let text = std::str::from_utf8(value).ok()?;
+    let (producer, seq) = text.split_once('-')?;
+    Some((producer.to_owned(), seq.parse().ok()?))
+}
