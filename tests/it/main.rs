@@ -2,5 +2,6 @@
 
 mod t10_quorum;
 mod t11_cli;
+mod t12_client;
 mod t20_data;
 mod t50_storage_crash;
