@@ -167,6 +167,12 @@ impl Producer {
         })
     }
 
+    /// The partition count of `topic` (from cached metadata); fails with the topic's error
+    /// (`UNKNOWN_TOPIC_OR_PARTITION`) when it does not exist.
+    pub async fn partitions(&self, topic: &str) -> Result<i32, Error> {
+        Ok(self.topology.topic(topic).await?.partitions())
+    }
+
     /// Queues `record` and returns the future of its delivery. Waits while the buffer is full.
     ///
     /// Fails at once (nothing queued) when the topic is unknown, the explicit partition does
