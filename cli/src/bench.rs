@@ -15,8 +15,7 @@ use futures_util::stream::{FuturesUnordered, StreamExt};
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
 use keel_client::{
-    Consumer, ConsumerOptions, DeliveryFuture, Position, Producer, ProducerOptions,
-    ProducerRecord,
+    Consumer, ConsumerOptions, DeliveryFuture, Position, Producer, ProducerOptions, ProducerRecord,
 };
 use serde::Serialize;
 use tokio::sync::mpsc;
@@ -105,7 +104,10 @@ struct Tally {
 }
 
 /// `keel bench produce`.
-pub async fn produce(bootstrap: &[String], args: &BenchProduceArgs) -> Result<BenchResult, CliError> {
+pub async fn produce(
+    bootstrap: &[String],
+    args: &BenchProduceArgs,
+) -> Result<BenchResult, CliError> {
     let options = ProducerOptions {
         acks: args.acks.into(),
         compression: args.compression,
@@ -127,7 +129,12 @@ pub async fn produce(bootstrap: &[String], args: &BenchProduceArgs) -> Result<Be
     let start = Instant::now();
     let mut runs = Vec::new();
     for (i, producer) in producers.into_iter().enumerate() {
-        let count = share + if i == 0 { args.records % args.producers } else { 0 };
+        let count = share
+            + if i == 0 {
+                args.records % args.producers
+            } else {
+                0
+            };
         let interval = args
             .rate
             .map(|r| Duration::from_secs_f64(args.producers as f64 / r as f64));
@@ -145,7 +152,9 @@ pub async fn produce(bootstrap: &[String], args: &BenchProduceArgs) -> Result<Be
         let tally = run
             .await
             .map_err(|e| CliError::Io(format!("a producer task failed: {e}")))?;
-        latency.add(&tally.latency).map_err(|e| CliError::Io(e.to_string()))?;
+        latency
+            .add(&tally.latency)
+            .map_err(|e| CliError::Io(e.to_string()))?;
         acked += tally.acked;
         errors += tally.errors;
         first_error = first_error.or(tally.first_error);
@@ -185,7 +194,10 @@ async fn run_producer(
             tokio::time::sleep_until(start + interval.mul_f64(i as f64)).await;
         }
         let sent = Instant::now();
-        match producer.send(ProducerRecord::new(topic, value.clone())).await {
+        match producer
+            .send(ProducerRecord::new(topic, value.clone()))
+            .await
+        {
             Ok(delivery) => {
                 // The collector outlives the queue: it stops only when the queue closes.
                 let _ = queue.send((sent, delivery));
@@ -247,7 +259,10 @@ async fn collect(
 }
 
 /// `keel bench consume`.
-pub async fn consume(bootstrap: &[String], args: &BenchConsumeArgs) -> Result<BenchResult, CliError> {
+pub async fn consume(
+    bootstrap: &[String],
+    args: &BenchConsumeArgs,
+) -> Result<BenchResult, CliError> {
     let mut consumer = Consumer::connect(bootstrap, ConsumerOptions::default()).await?;
     let target = match args.records {
         Some(n) => n,
@@ -339,8 +354,16 @@ mod tests {
         // hdrhistogram keeps 3 significant digits.
         assert!((r.latency_ms.p50 - 500.0).abs() < 1.0, "{:?}", r.latency_ms);
         assert!((r.latency_ms.p99 - 990.0).abs() < 1.0, "{:?}", r.latency_ms);
-        assert!((r.latency_ms.p999 - 999.0).abs() < 1.0, "{:?}", r.latency_ms);
-        assert!((r.latency_ms.max - 1000.0).abs() < 1.0, "{:?}", r.latency_ms);
+        assert!(
+            (r.latency_ms.p999 - 999.0).abs() < 1.0,
+            "{:?}",
+            r.latency_ms
+        );
+        assert!(
+            (r.latency_ms.max - 1000.0).abs() < 1.0,
+            "{:?}",
+            r.latency_ms
+        );
     }
 
     #[test]

@@ -311,7 +311,7 @@ mod tests {
             leader_epoch: 0,
         };
         let mut out = Vec::new();
-        print_records(&[r.clone()], RecordFormat::Text, &mut out).unwrap();
+        print_records(std::slice::from_ref(&r), RecordFormat::Text, &mut out).unwrap();
         print_records(&[r], RecordFormat::Json, &mut out).unwrap();
         let printed = String::from_utf8(out).unwrap();
         let mut lines = printed.lines();

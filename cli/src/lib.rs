@@ -52,7 +52,14 @@ pub async fn run(args: &Args) -> Result<Report, CliError> {
     match &args.command {
         Command::Produce(p) => {
             let input = tokio::io::BufReader::new(tokio::io::stdin());
-            data::produce(bootstrap, p, args.verbose > 0, input, &mut std::io::stderr()).await?;
+            data::produce(
+                bootstrap,
+                p,
+                args.verbose > 0,
+                input,
+                &mut std::io::stderr(),
+            )
+            .await?;
             return Ok(Report::Streamed);
         }
         Command::Consume(c) => {

@@ -202,10 +202,13 @@ impl Consumer {
 
     /// Moves an assigned partition to `position`, looked up at the next poll.
     pub fn seek(&mut self, tp: &TopicPartition, position: Position) -> Result<(), Error> {
-        let slot = self.assigned.get_mut(tp).ok_or_else(|| Error::InvalidArgument {
-            argument: tp.to_string(),
-            reason: "the partition is not assigned",
-        })?;
+        let slot = self
+            .assigned
+            .get_mut(tp)
+            .ok_or_else(|| Error::InvalidArgument {
+                argument: tp.to_string(),
+                reason: "the partition is not assigned",
+            })?;
         *slot = match position {
             Position::Offset(o) => Slot::At(o),
             other => Slot::Seek(other),
@@ -387,7 +390,11 @@ impl Consumer {
         for tp in tps {
             let route = self.topology.route(tp);
             let key = route.as_ref().map(|r| r.broker);
-            groups.entry(key).or_insert((route, Vec::new())).1.push(tp.clone());
+            groups
+                .entry(key)
+                .or_insert((route, Vec::new()))
+                .1
+                .push(tp.clone());
         }
         groups.into_values().collect()
     }
@@ -540,7 +547,9 @@ impl Consumer {
                 .collect();
             fetch_topics.push(pb::FetchTopic {
                 topic: topic.to_string(),
-                topic_id: route.id.map_or_else(Bytes::new, |id| Bytes::copy_from_slice(&id.0)),
+                topic_id: route
+                    .id
+                    .map_or_else(Bytes::new, |id| Bytes::copy_from_slice(&id.0)),
                 partitions,
             });
         }
@@ -586,8 +595,8 @@ impl Consumer {
                             .map(|r| ConsumerRecord::from_wire(&t.topic, p.partition, r)),
                     );
                 }
-                if self.assigned.contains_key(&tp) {
-                    self.assigned.insert(tp, Slot::At(p.next_fetch_offset));
+                if let Some(slot) = self.assigned.get_mut(&tp) {
+                    *slot = Slot::At(p.next_fetch_offset);
                 }
             }
         }

@@ -112,7 +112,10 @@ mod tests {
         (b"foobar", -790332482),
         (b"a-little-bit-long-string", -985981536),
         (b"a-little-bit-longer-string", -1486304829),
-        (b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8", -58897971),
+        (
+            b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8",
+            -58897971,
+        ),
         (b"abc", 479470107),
     ];
 
@@ -169,7 +172,11 @@ mod tests {
         let mut s = Sticky::new();
         let p = s.partition("t", 3);
         s.batch_closed("t", (p + 1) % 3, 3);
-        assert_eq!(s.partition("t", 3), p, "a close of another partition moves nothing");
+        assert_eq!(
+            s.partition("t", 3),
+            p,
+            "a close of another partition moves nothing"
+        );
         assert_eq!(s.partition("one", 1), 0);
         s.batch_closed("one", 0, 1);
         assert_eq!(s.partition("one", 1), 0);

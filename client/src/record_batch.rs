@@ -255,7 +255,12 @@ fn compress(codec: Compression, raw: &[u8], out: &mut Vec<u8>) -> io::Result<()>
 mod tests {
     use super::*;
 
-    fn record(ts: i64, key: Option<&str>, value: Option<&str>, headers: Vec<Header>) -> BatchRecord {
+    fn record(
+        ts: i64,
+        key: Option<&str>,
+        value: Option<&str>,
+        headers: Vec<Header>,
+    ) -> BatchRecord {
         BatchRecord {
             timestamp: ts,
             key: key.map(|k| Bytes::copy_from_slice(k.as_bytes())),
@@ -287,7 +292,12 @@ mod tests {
     fn one_record_batch_byte_for_byte() {
         let batch = encode(
             Compression::None,
-            &[record(1000, Some("k"), Some("vv"), vec![Header::new("h", "x")])],
+            &[record(
+                1000,
+                Some("k"),
+                Some("vv"),
+                vec![Header::new("h", "x")],
+            )],
         )
         .unwrap();
         let records: &[u8] = &[
@@ -337,7 +347,10 @@ mod tests {
         assert_eq!(be_i64(35), 900, "max timestamp is the largest");
         assert_eq!(i32::from_be_bytes(batch[23..27].try_into().unwrap()), 2);
         // First record: null key and value are -1 (zigzag 0x01).
-        assert_eq!(&batch[HEADER_LEN..HEADER_LEN + 7], &[0x0c, 0, 0, 0, 1, 1, 0]);
+        assert_eq!(
+            &batch[HEADER_LEN..HEADER_LEN + 7],
+            &[0x0c, 0, 0, 0, 1, 1, 0]
+        );
         // Second: timestamp delta -100 (zigzag 199 = 0xc7 0x01), offset delta 1, empty key.
         assert_eq!(
             &batch[HEADER_LEN + 7..HEADER_LEN + 16],

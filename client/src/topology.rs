@@ -132,7 +132,11 @@ impl Topology {
     /// does not exist or has no leader, or the leader's endpoint is unknown.
     pub fn route(&self, tp: &TopicPartition) -> Option<Route> {
         let mut state = self.lock();
-        let leader = (*state.topics.get(&tp.topic)?.leaders.get(tp.partition as usize)?)?;
+        let leader = (*state
+            .topics
+            .get(&tp.topic)?
+            .leaders
+            .get(tp.partition as usize)?)?;
         let endpoint = state.brokers.get(&leader.broker)?.clone();
         let channel = match state.channels.get(&endpoint) {
             Some(channel) => channel.clone(),

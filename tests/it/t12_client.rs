@@ -21,7 +21,10 @@ use crate::t10_quorum::{eventually, wait_unfenced, READY};
 const POLL: Duration = Duration::from_secs(2);
 
 pub(crate) fn bootstrap(c: &TestCluster) -> Vec<String> {
-    c.ids().iter().map(|id| c.node(*id).client.to_string()).collect()
+    c.ids()
+        .iter()
+        .map(|id| c.node(*id).client.to_string())
+        .collect()
 }
 
 /// Creates `name` (RF 1) and waits until every partition's leader serves it.
@@ -31,7 +34,10 @@ pub(crate) async fn ready_topic(c: &TestCluster, name: &str, partitions: i32) {
         .partitions(partitions)
         .replication_factor(1);
     eventually(READY, "topic created", async || {
-        let created = admin.create_topics(&[topic.clone()], false).await.ok()?;
+        let created = admin
+            .create_topics(std::slice::from_ref(&topic), false)
+            .await
+            .ok()?;
         match &created[0].error {
             None => Some(()),
             Some(e) if e.retriable || e.code_name() == "TOPIC_ALREADY_EXISTS" => None,
@@ -188,7 +194,11 @@ async fn producer_routes_to_leaders_keys_follow_murmur2_and_order_holds() {
     for (partition, records) in by_partition(&stored) {
         let values: Vec<u32> = records
             .iter()
-            .map(|r| String::from_utf8_lossy(r.value.as_deref().unwrap()).parse().unwrap())
+            .map(|r| {
+                String::from_utf8_lossy(r.value.as_deref().unwrap())
+                    .parse()
+                    .unwrap()
+            })
             .collect();
         let mut sorted = values.clone();
         sorted.sort();
@@ -283,7 +293,9 @@ async fn every_codec_round_trips_and_the_consumer_seeks() {
     assert!(first_offsets(&mut reader, Position::Timestamp(99_999), 0)
         .await
         .is_empty());
-    assert!(first_offsets(&mut reader, Position::End, 0).await.is_empty());
+    assert!(first_offsets(&mut reader, Position::End, 0)
+        .await
+        .is_empty());
     p.send(ProducerRecord::new("seeks", "late")).await.unwrap();
     p.flush().await.unwrap();
     let got = poll_n(&mut reader, 1).await;
@@ -301,7 +313,11 @@ async fn acks_streams_and_refusals_on_one_node() {
     wait_unfenced(&c, 1, &[1]).await;
     ready_topic(&c, "acks", 1).await;
 
-    for (acks, offset) in [(Acks::All, Some(0)), (Acks::Leader, Some(1)), (Acks::None, None)] {
+    for (acks, offset) in [
+        (Acks::All, Some(0)),
+        (Acks::Leader, Some(1)),
+        (Acks::None, None),
+    ] {
         let options = ProducerOptions {
             acks,
             ..ProducerOptions::default()

@@ -128,7 +128,10 @@ async fn produce_consume_offsets_and_bench_round_trip() {
             partition_for_key(key.as_bytes(), 3),
             "{key}"
         );
-        assert_eq!(r["headers"], serde_json::json!([{"key": "src", "value": "t13"}]));
+        assert_eq!(
+            r["headers"],
+            serde_json::json!([{"key": "src", "value": "t13"}])
+        );
         assert!(r["timestamp"].as_i64().unwrap() > 1_600_000_000_000);
         offsets
             .entry(r["partition"].as_i64().unwrap())
@@ -147,16 +150,31 @@ async fn produce_consume_offsets_and_bench_round_trip() {
     assert_eq!(parts.len(), 3);
     for p in parts {
         let n = offsets[&p["partition"].as_i64().unwrap()].len() as i64;
-        assert_eq!((p["earliest"].as_i64(), p["latest"].as_i64()), (Some(0), Some(n)));
+        assert_eq!(
+            (p["earliest"].as_i64(), p["latest"].as_i64()),
+            (Some(0), Some(n))
+        );
     }
     let table = cli.ok(&["offsets", "lines"], "").stdout;
-    assert!(table.starts_with("TOPIC") && table.contains("EARLIEST"), "{table}");
+    assert!(
+        table.starts_with("TOPIC") && table.contains("EARLIEST"),
+        "{table}"
+    );
 
     // One partition from an offset, as text; and `--timeout-ms` ends a follow.
     let (busiest, n) = offsets.iter().max_by_key(|(_, o)| o.len()).unwrap();
     let busiest = busiest.to_string();
     let out = cli.ok(
-        &["consume", "lines", "-p", &busiest, "--offset", "1", "--timeout-ms", "1500"],
+        &[
+            "consume",
+            "lines",
+            "-p",
+            &busiest,
+            "--offset",
+            "1",
+            "--timeout-ms",
+            "1500",
+        ],
         "",
     );
     assert_eq!(out.stdout.lines().count(), n.len() - 1, "{}", out.stdout);
@@ -165,27 +183,64 @@ async fn produce_consume_offsets_and_bench_round_trip() {
     // Compression, acks=1, an explicit partition and -v (where each record went, on stderr).
     let out = cli.ok(
         &[
-            "produce", "lines", "--compression", "zstd", "--acks", "1", "-p", "2", "--key",
-            "k", "-v",
+            "produce",
+            "lines",
+            "--compression",
+            "zstd",
+            "--acks",
+            "1",
+            "-p",
+            "2",
+            "--key",
+            "k",
+            "-v",
         ],
         "z1\nz2\n",
     );
     assert_eq!(out.stdout, "");
     // -v also turns on the client's debug log; the record lines are the ones to check.
-    let placed: Vec<&str> = out.stderr.lines().filter(|l| l.starts_with("line ")).collect();
+    let placed: Vec<&str> = out
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("line "))
+        .collect();
     assert_eq!(placed.len(), 2, "{}", out.stderr);
-    assert!(placed[0].starts_with("line 1: lines/2 offset "), "{}", out.stderr);
+    assert!(
+        placed[0].starts_with("line 1: lines/2 offset "),
+        "{}",
+        out.stderr
+    );
     let out = cli.ok(
-        &["consume", "lines", "-p", "2", "--from-beginning", "--timeout-ms", "1500"],
+        &[
+            "consume",
+            "lines",
+            "-p",
+            "2",
+            "--from-beginning",
+            "--timeout-ms",
+            "1500",
+        ],
         "",
     );
     assert!(out.stdout.ends_with("z1\nz2\n"), "{}", out.stdout);
 
     // Refusals: one line, non-zero exit.
     cli.refused(&["produce", "missing"], "x\n", "UNKNOWN_TOPIC_OR_PARTITION");
-    cli.refused(&["produce", "lines", "--header", "novalue"], "x\n", "INVALID_ARGUMENT");
-    cli.refused(&["produce", "lines", "--header", "=v"], "x\n", "INVALID_ARGUMENT");
-    cli.refused(&["produce", "lines", "--acks", "2"], "x\n", "INVALID_ARGUMENT");
+    cli.refused(
+        &["produce", "lines", "--header", "novalue"],
+        "x\n",
+        "INVALID_ARGUMENT",
+    );
+    cli.refused(
+        &["produce", "lines", "--header", "=v"],
+        "x\n",
+        "INVALID_ARGUMENT",
+    );
+    cli.refused(
+        &["produce", "lines", "--acks", "2"],
+        "x\n",
+        "INVALID_ARGUMENT",
+    );
     cli.refused(&["produce", "lines", "-p", "9"], "x\n", "INVALID_ARGUMENT");
     cli.refused(
         &["produce", "lines", "--key-separator", ":"],
@@ -202,13 +257,28 @@ async fn produce_consume_offsets_and_bench_round_trip() {
     // bench produce (two producers) and bench consume, as JSON and as a table.
     let out = cli.ok(
         &[
-            "bench", "produce", "--topic", "lines", "--records", "3000", "--record-size", "64",
-            "--producers", "2", "--acks", "1", "-o", "json",
+            "bench",
+            "produce",
+            "--topic",
+            "lines",
+            "--records",
+            "3000",
+            "--record-size",
+            "64",
+            "--producers",
+            "2",
+            "--acks",
+            "1",
+            "-o",
+            "json",
         ],
         "",
     );
     let b: Value = serde_json::from_str(&out.stdout).unwrap();
-    assert_eq!((b["kind"].as_str(), b["records"].as_u64()), (Some("produce"), Some(3000)));
+    assert_eq!(
+        (b["kind"].as_str(), b["records"].as_u64()),
+        (Some("produce"), Some(3000))
+    );
     assert_eq!(b["errors"], 0);
     assert_eq!(b["bytes"], 3000 * 64);
     assert!(b["records_per_s"].as_f64().unwrap() > 0.0);
@@ -216,10 +286,23 @@ async fn produce_consume_offsets_and_bench_round_trip() {
     assert!(l["p50"].as_f64().unwrap() > 0.0);
     assert!(l["p50"].as_f64() <= l["p99"].as_f64() && l["p99"].as_f64() <= l["max"].as_f64());
     let out = cli.ok(
-        &["bench", "produce", "--topic", "lines", "--records", "200", "--rate", "1000"],
+        &[
+            "bench",
+            "produce",
+            "--topic",
+            "lines",
+            "--records",
+            "200",
+            "--rate",
+            "1000",
+        ],
         "",
     );
-    assert!(out.stdout.contains("P999 MS") && out.stdout.contains("produce"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("P999 MS") && out.stdout.contains("produce"),
+        "{}",
+        out.stdout
+    );
     // The refused input above still wrote its first line ("a:b"): lines before a bad one are
     // sent, as Kafka's console producer does.
     let total = 30 + 2 + 1 + 3000 + 200;

@@ -177,7 +177,10 @@ mod tests {
         assert!(!a.append(&tp(0), 1, 40, t0));
         assert!(!a.append(&tp(0), 2, 60, t0));
         assert!(a.ready(t0).is_empty(), "100 of 100 bytes, not yet lingered");
-        assert!(a.append(&tp(0), 3, 1, t0), "the third closes the full batch");
+        assert!(
+            a.append(&tp(0), 3, 1, t0),
+            "the third closes the full batch"
+        );
         assert_eq!(a.ready(t0), vec![tp(0)]);
         let b = a.take(&tp(0)).unwrap();
         assert_eq!(b.records, vec![1, 2]);

@@ -151,9 +151,7 @@ impl Producer {
                 reason: "batch_size and max_in_flight must be positive",
             });
         }
-        let topology = Arc::new(
-            Topology::connect(bootstrap, options.metadata.clone()).await?,
-        );
+        let topology = Arc::new(Topology::connect(bootstrap, options.metadata.clone()).await?);
         // Records queue in the accumulator, not here: a short inbox is enough to decouple.
         let (inbox, commands) = mpsc::channel(1024);
         let buffer_memory = options.buffer_memory.min(Semaphore::MAX_PERMITS);
@@ -264,9 +262,9 @@ impl Future for DeliveryFuture {
     type Output = Result<RecordMetadata, Error>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        Pin::new(&mut self.0).poll(cx).map(|r| {
-            r.unwrap_or_else(|_| Err(Error::Closed("the producer stopped before answering")))
-        })
+        Pin::new(&mut self.0)
+            .poll(cx)
+            .map(|r| r.unwrap_or(Err(Error::Closed("the producer stopped before answering"))))
     }
 }
 

@@ -88,10 +88,7 @@ impl Sender {
         batches: Vec<Batch<Pending>>,
         mut slot: Option<(i32, OwnedSemaphorePermit)>,
     ) {
-        let mut todo: Vec<Outgoing> = batches
-            .into_iter()
-            .filter_map(|b| self.encode(b))
-            .collect();
+        let mut todo: Vec<Outgoing> = batches.into_iter().filter_map(|b| self.encode(b)).collect();
         let mut retry = 0;
         while !todo.is_empty() {
             let generation = self.topology.generation();
@@ -99,7 +96,11 @@ impl Sender {
             let mut groups: BTreeMap<i32, (Route, Vec<Outgoing>)> = BTreeMap::new();
             for o in todo.drain(..) {
                 match self.topology.route(&o.tp) {
-                    Some(route) => groups.entry(route.broker).or_insert((route, vec![])).1.push(o),
+                    Some(route) => groups
+                        .entry(route.broker)
+                        .or_insert((route, vec![]))
+                        .1
+                        .push(o),
                     None => {
                         let e = ApiError::new(ErrorCode::LeaderNotAvailable, "no known leader");
                         failed.push((o, Error::Api(e)));
