@@ -2,6 +2,7 @@
 //! flag values clap cannot check by type (`KEY=VALUE`, config keys).
 
 use clap::{value_parser, ArgAction, Parser, Subcommand, ValueEnum};
+use keel_client::{Acks, Compression};
 
 /// `keel`: Keel's admin and console tool.
 #[derive(Parser, Debug, Clone, PartialEq, Eq)]
@@ -58,6 +59,153 @@ pub enum Command {
     /// Describe the metadata quorum (Raft).
     #[command(subcommand)]
     Quorum(QuorumCommand),
+    /// Write records to a topic: one per line of standard input.
+    Produce(ProduceArgs),
+    /// Print records of a topic, one per line.
+    Consume(ConsumeArgs),
+    /// Show the earliest and latest offset of each partition of a topic.
+    Offsets {
+        /// Topic name.
+        topic: String,
+    },
+    /// Measure produce or consume throughput and latency.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+/// `keel produce TOPIC`
+#[derive(clap::Args, Debug, Clone, PartialEq, Eq)]
+pub struct ProduceArgs {
+    /// Topic name.
+    pub topic: String,
+    /// The key of every record.
+    #[arg(long, conflicts_with = "key_separator")]
+    pub key: Option<String>,
+    /// Split each line at the first SEP: the key before it, the value after it.
+    #[arg(long, value_name = "SEP", value_parser = parse_separator)]
+    pub key_separator: Option<String>,
+    /// A header for every record, such as source=cli; repeatable.
+    #[arg(long = "header", value_name = "KEY=VALUE", value_parser = parse_header)]
+    pub headers: Vec<(String, String)>,
+    /// Write to this partition instead of choosing by key (murmur2) or sticky.
+    #[arg(long, short = 'p', value_parser = value_parser!(i32).range(0..))]
+    pub partition: Option<i32>,
+    /// Replicas that must have a record before it counts as written.
+    #[arg(long, value_enum, default_value_t = AcksArg::All)]
+    pub acks: AcksArg,
+    /// Compression codec of the batches.
+    #[arg(long, default_value = "none", value_parser = parse_compression)]
+    pub compression: Compression,
+}
+
+/// `--acks`: Kafka's spellings.
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AcksArg {
+    /// The broker answers before writing; no offsets come back.
+    #[value(name = "0")]
+    None,
+    /// The leader has written the record.
+    #[value(name = "1")]
+    Leader,
+    /// Every in-sync replica has it.
+    #[value(name = "all", alias = "-1")]
+    All,
+}
+
+impl From<AcksArg> for Acks {
+    fn from(a: AcksArg) -> Acks {
+        match a {
+            AcksArg::None => Acks::None,
+            AcksArg::Leader => Acks::Leader,
+            AcksArg::All => Acks::All,
+        }
+    }
+}
+
+/// `keel consume TOPIC`
+#[derive(clap::Args, Debug, Clone, PartialEq, Eq)]
+pub struct ConsumeArgs {
+    /// Topic name.
+    pub topic: String,
+    /// Start at the first stored record (default: only new records).
+    #[arg(long, conflicts_with_all = ["offset", "from_timestamp"])]
+    pub from_beginning: bool,
+    /// Start at this offset (in every partition read).
+    #[arg(long, value_parser = value_parser!(i64).range(0..), conflicts_with = "from_timestamp")]
+    pub offset: Option<i64>,
+    /// Start at the first record at or after this time, in ms since the Unix epoch.
+    #[arg(long, value_name = "MS")]
+    pub from_timestamp: Option<i64>,
+    /// Read only this partition (default: all).
+    #[arg(long, short = 'p', value_parser = value_parser!(i32).range(0..))]
+    pub partition: Option<i32>,
+    /// Exit after this many records.
+    #[arg(long, short = 'n', value_name = "N")]
+    pub max_messages: Option<u64>,
+    /// Exit when no record came for this long (default: follow forever).
+    #[arg(long, value_name = "MS")]
+    pub timeout_ms: Option<u64>,
+    /// How to print each record.
+    #[arg(long, value_enum, default_value_t = RecordFormat::Text)]
+    pub format: RecordFormat,
+}
+
+/// How `keel consume` prints records.
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordFormat {
+    /// The value alone (`null` for a null value).
+    Text,
+    /// One JSON object per line: topic, partition, offset, timestamp, key, value, headers.
+    Json,
+}
+
+/// `keel bench ...`
+#[derive(Subcommand, Debug, Clone, PartialEq, Eq)]
+pub enum BenchCommand {
+    /// Send records as fast as allowed and report throughput and delivery latency.
+    Produce(BenchProduceArgs),
+    /// Read a topic from the beginning and report throughput and poll latency.
+    Consume(BenchConsumeArgs),
+}
+
+/// `keel bench produce`
+#[derive(clap::Args, Debug, Clone, PartialEq, Eq)]
+pub struct BenchProduceArgs {
+    /// Topic to write to (it must exist).
+    #[arg(long)]
+    pub topic: String,
+    /// Records to send in all.
+    #[arg(long, default_value_t = 100_000, value_parser = value_parser!(u64).range(1..))]
+    pub records: u64,
+    /// Value size of each record, in bytes.
+    #[arg(long, default_value_t = 100)]
+    pub record_size: usize,
+    /// Replicas that must have a record before it counts as written.
+    #[arg(long, value_enum, default_value_t = AcksArg::All)]
+    pub acks: AcksArg,
+    /// Most records per second in all (default: no limit).
+    #[arg(long, value_parser = value_parser!(u64).range(1..))]
+    pub rate: Option<u64>,
+    /// Producers sending at once, each with its own connections.
+    #[arg(long, default_value_t = 1, value_parser = value_parser!(u64).range(1..=64))]
+    pub producers: u64,
+    /// Compression codec of the batches.
+    #[arg(long, default_value = "none", value_parser = parse_compression)]
+    pub compression: Compression,
+}
+
+/// `keel bench consume`
+#[derive(clap::Args, Debug, Clone, PartialEq, Eq)]
+pub struct BenchConsumeArgs {
+    /// Topic to read.
+    #[arg(long)]
+    pub topic: String,
+    /// Records to read (default: all the topic holds when the run starts).
+    #[arg(long, value_parser = value_parser!(u64).range(1..))]
+    pub records: Option<u64>,
+    /// Give up when no record came for this long.
+    #[arg(long, default_value_t = 10_000, value_name = "MS")]
+    pub timeout_ms: u64,
 }
 
 /// `keel topic ...`
@@ -146,6 +294,31 @@ pub fn parse_key_value(s: &str) -> Result<(String, String), String> {
         .ok_or_else(|| "expected KEY=VALUE, found no '='".to_string())?;
     let key = parse_config_key(key)?;
     Ok((key, value.to_string()))
+}
+
+/// Parses a record header `KEY=VALUE` at the first `=`; the key must not be empty, the value
+/// may be.
+pub fn parse_header(s: &str) -> Result<(String, String), String> {
+    let (key, value) = s
+        .split_once('=')
+        .ok_or_else(|| "expected KEY=VALUE, found no '='".to_string())?;
+    if key.is_empty() {
+        return Err("the header key is empty".to_string());
+    }
+    Ok((key.to_string(), value.to_string()))
+}
+
+/// A key separator must not be empty.
+pub fn parse_separator(s: &str) -> Result<String, String> {
+    if s.is_empty() {
+        return Err("the key separator is empty".to_string());
+    }
+    Ok(s.to_string())
+}
+
+/// A codec name as Kafka spells it.
+pub fn parse_compression(s: &str) -> Result<Compression, String> {
+    s.parse()
 }
 
 /// Checks a config key: not empty, no whitespace and no `=`.

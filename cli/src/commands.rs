@@ -82,6 +82,12 @@ pub fn plan(command: &Command) -> Result<Plan, CliError> {
         },
         Command::Cluster(ClusterCommand::Describe) => Plan::DescribeCluster,
         Command::Quorum(QuorumCommand::Describe) => Plan::DescribeQuorum,
+        // `run` serves the data verbs itself; they have no admin plan.
+        Command::Produce(_) | Command::Consume(_) | Command::Offsets { .. } | Command::Bench(_) => {
+            return Err(CliError::InvalidArgument(
+                "not an admin verb: run it with keel_cli::run".to_string(),
+            ))
+        }
     })
 }
 

@@ -19,6 +19,19 @@ pub enum CliError {
         error: ApiError,
     },
 
+    /// A record of `keel produce` was refused; `line` is its input line.
+    #[error("{}: line {line}: {}", error.code_name(), error.message())]
+    Record {
+        /// The input line (from 1).
+        line: u64,
+        /// Why the record was not written.
+        error: keel_client::Error,
+    },
+
+    /// Reading the input or writing the output failed.
+    #[error("IO: {0}")]
+    Io(String),
+
     /// The arguments contradict themselves in a way clap cannot check (a config key given
     /// twice). Nothing was sent.
     #[error("INVALID_ARGUMENT: {0}")]

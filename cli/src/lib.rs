@@ -2,7 +2,8 @@
 //! end-to-end tests call.
 //!
 //! The crate owns the command line (verbs, flags, their parsing), what each verb does with
-//! [`keel_client::AdminClient`], how results print (tables or one JSON document) and the one
+//! [`keel_client::AdminClient`], [`keel_client::Producer`] and [`keel_client::Consumer`], how
+//! results print (tables or one JSON document) and the one
 //! error line. It talks to nodes only through `keel-client`: it never links the broker,
 //! storage or RocksDB.
 //!
@@ -20,13 +21,17 @@
 //!
 //! - `args.rs` — [`Args`] (clap derive): global flags, verbs, the `KEY=VALUE` parser.
 //! - `commands.rs` — [`plan`] (pure checks, builds the requests) and [`execute`] (calls the
-//!   cluster), one arm per verb.
+//!   cluster), one arm per admin verb.
+//! - `data.rs` — `produce`, `consume` (streaming: they print as they go) and `offsets`.
+//! - `bench.rs` — `bench produce` and `bench consume`: load, progress bar, [`bench::BenchResult`].
 //! - `render.rs` — [`Report`] and its table and JSON renderings (tests in `render_test.rs`).
 //! - `error.rs` — [`CliError`] and the `error: <CODE>: <message>` line, also for usage errors.
 //! - `main.rs` — parses, installs logging for `-v`, runs, prints, sets the exit status.
 
 pub mod args;
+pub mod bench;
 mod commands;
+mod data;
 mod error;
 pub mod render;
 
@@ -35,6 +40,7 @@ pub use commands::{execute, plan, Plan};
 pub use error::{usage_error_line, CliError};
 pub use render::Report;
 
+use args::{BenchCommand, Command};
 use keel_client::AdminClient;
 
 /// Runs the command of `args` against the cluster at `args.bootstrap` and returns what to
@@ -42,6 +48,33 @@ use keel_client::AdminClient;
 ///
 /// The command is checked before any connection is made, so argument errors need no cluster.
 pub async fn run(args: &Args) -> Result<Report, CliError> {
+    let bootstrap = &args.bootstrap;
+    match &args.command {
+        Command::Produce(p) => {
+            let input = tokio::io::BufReader::new(tokio::io::stdin());
+            data::produce(
+                bootstrap,
+                p,
+                args.verbose > 0,
+                input,
+                &mut std::io::stderr(),
+            )
+            .await?;
+            return Ok(Report::Streamed);
+        }
+        Command::Consume(c) => {
+            data::consume(bootstrap, c, &mut std::io::stdout().lock()).await?;
+            return Ok(Report::Streamed);
+        }
+        Command::Offsets { topic } => return data::offsets(bootstrap, topic).await,
+        Command::Bench(BenchCommand::Produce(b)) => {
+            return Ok(Report::Bench(bench::produce(bootstrap, b).await?))
+        }
+        Command::Bench(BenchCommand::Consume(b)) => {
+            return Ok(Report::Bench(bench::consume(bootstrap, b).await?))
+        }
+        _ => {}
+    }
     let plan = plan(&args.command)?;
     let admin = AdminClient::connect(&args.bootstrap).await?;
     execute(&admin, plan).await

@@ -9,15 +9,16 @@ use std::collections::BTreeMap;
 
 use comfy_table::{presets, Cell, Table};
 use keel_client::{
-    ClusterDescription, ConfigChange, CreatedTopic, DeletedTopic, QuorumDescription, QuorumMember,
-    TopicId, TopicMetadata,
+    ClusterDescription, ConfigChange, CreatedTopic, DeletedTopic, PartitionOffsets,
+    QuorumDescription, QuorumMember, TopicId, TopicMetadata,
 };
 use serde::Serialize;
 
 use crate::args::OutputFormat;
+use crate::bench::BenchResult;
 
 /// The result of one command. Serialized as its content alone (no variant tag).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum Report {
     /// `topic create`.
@@ -36,6 +37,21 @@ pub enum Report {
     Cluster(ClusterDescription),
     /// `quorum describe`.
     Quorum(QuorumDescription),
+    /// `offsets`.
+    Offsets(TopicOffsets),
+    /// `bench produce`, `bench consume`.
+    Bench(BenchResult),
+    /// `produce`, `consume`: they printed as they went; nothing is left to print.
+    Streamed,
+}
+
+/// The offsets of a topic's partitions.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TopicOffsets {
+    /// The topic.
+    pub topic: String,
+    /// Earliest and latest offset of each partition, in partition order.
+    pub partitions: Vec<PartitionOffsets>,
 }
 
 /// A created (or, with `--validate-only`, validated) topic.
@@ -96,6 +112,9 @@ pub struct PartitionsAdded {
 impl Report {
     /// The text to print on stdout, ending with a newline.
     pub fn render(&self, format: OutputFormat) -> String {
+        if *self == Report::Streamed {
+            return String::new();
+        }
         match format {
             OutputFormat::Json => render_json(self),
             OutputFormat::Table => render_tables(self),
@@ -128,6 +147,9 @@ fn render_tables(report: &Report) -> String {
         )],
         Report::Cluster(c) => cluster_tables(c),
         Report::Quorum(q) => quorum_tables(q),
+        Report::Offsets(o) => vec![offsets_table(o)],
+        Report::Bench(b) => vec![bench_table(b)],
+        Report::Streamed => vec![],
     };
     tables.join("\n")
 }
@@ -310,6 +332,55 @@ fn quorum_tables(q: &QuorumDescription) -> Vec<String> {
             }),
         ),
     ]
+}
+
+fn offsets_table(o: &TopicOffsets) -> String {
+    table(
+        ["TOPIC", "PARTITION", "EARLIEST", "LATEST", "RECORDS"],
+        o.partitions.iter().map(|p| {
+            [
+                o.topic.clone(),
+                p.partition.to_string(),
+                p.earliest.to_string(),
+                p.latest.to_string(),
+                (p.latest - p.earliest).to_string(),
+            ]
+        }),
+    )
+}
+
+fn bench_table(b: &BenchResult) -> String {
+    let l = &b.latency_ms;
+    table(
+        [
+            "BENCH",
+            "TOPIC",
+            "RECORDS",
+            "ERRORS",
+            "SECONDS",
+            "RECORDS/S",
+            "MB/S",
+            "LATENCY OF",
+            "P50 MS",
+            "P99 MS",
+            "P999 MS",
+            "MAX MS",
+        ],
+        [[
+            b.kind.to_string(),
+            b.topic.clone(),
+            b.records.to_string(),
+            b.errors.to_string(),
+            format!("{:.2}", b.elapsed_s),
+            format!("{:.0}", b.records_per_s),
+            format!("{:.2}", b.mb_per_s),
+            b.latency_of.to_string(),
+            format!("{:.2}", l.p50),
+            format!("{:.2}", l.p99),
+            format!("{:.2}", l.p999),
+            format!("{:.2}", l.max),
+        ]],
+    )
 }
 
 /// A borderless table with a header row; each line ends without trailing blanks and with a

@@ -129,7 +129,7 @@ fn next_after(err: &Error) -> Next {
 }
 
 /// The `http://` URI of a `host:port` address, or why it is not one.
-fn parse_address(address: &str) -> Result<String, Error> {
+pub(crate) fn parse_address(address: &str) -> Result<String, Error> {
     let invalid = |reason| Error::InvalidArgument {
         argument: address.to_string(),
         reason,

@@ -96,6 +96,11 @@ pub enum Error {
         reason: &'static str,
     },
 
+    /// The producer or consumer was closed (or its background task stopped) before the call
+    /// could finish.
+    #[error("CLIENT_CLOSED: {0}")]
+    Closed(&'static str),
+
     /// A node answered with something that breaks the contract (a topic id that is not 16
     /// bytes, a missing result). A server bug; not retried.
     #[error("INVALID_RESPONSE: {rpc}: {reason}")]
@@ -109,13 +114,15 @@ pub enum Error {
 
 impl Error {
     /// The code name: a wire `ErrorCode` name for [`Error::Api`], the gRPC status name for
-    /// [`Error::Transport`], `INVALID_ARGUMENT` or `INVALID_RESPONSE` otherwise.
+    /// [`Error::Transport`], `INVALID_ARGUMENT`, `INVALID_RESPONSE` or `CLIENT_CLOSED`
+    /// otherwise.
     pub fn code_name(&self) -> &'static str {
         match self {
             Error::Api(e) => e.code_name(),
             Error::Transport { code, .. } => grpc_code_name(*code),
             Error::InvalidArgument { .. } => "INVALID_ARGUMENT",
             Error::InvalidResponse { .. } => "INVALID_RESPONSE",
+            Error::Closed(_) => "CLIENT_CLOSED",
         }
     }
 
@@ -128,6 +135,7 @@ impl Error {
             } => format!("{endpoint}: {message}"),
             Error::InvalidArgument { argument, reason } => format!("{argument}: {reason}"),
             Error::InvalidResponse { rpc, reason } => format!("{rpc}: {reason}"),
+            Error::Closed(what) => what.to_string(),
         }
     }
 
@@ -144,7 +152,9 @@ impl Error {
                     | tonic::Code::Cancelled
                     | tonic::Code::Unknown
             ),
-            Error::InvalidArgument { .. } | Error::InvalidResponse { .. } => false,
+            Error::InvalidArgument { .. } | Error::InvalidResponse { .. } | Error::Closed(_) => {
+                false
+            }
         }
     }
 

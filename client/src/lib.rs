@@ -1,11 +1,14 @@
 //! Keel's Rust client over the `keel.v1` gRPC API.
 //!
 //! This crate owns what a program needs to talk to a Keel cluster without knowing its
-//! internals: today the admin client ([`AdminClient`]: topics, configs, partitions, cluster and
-//! quorum description); the producer and consumer come with the data plane. It owns its own
-//! plain result types (serializable with `serde`, so tools can print them as JSON), their
+//! internals: the [`Producer`] (batching, compression, Kafka's partitioner, retries, a future
+//! per record), the [`Consumer`] (assigned partitions, seeks by offset or time, poll or
+//! stream) and the [`AdminClient`] (topics, configs, partitions, cluster and quorum
+//! description). Each learns the cluster from one or more bootstrap addresses. It owns its
+//! own plain result types (serializable with `serde`, so tools can print them as JSON), their
 //! conversions from the wire messages, and one error type, [`Error`], whose every value has a
-//! code name, a message and a retriability flag. It depends only on `keel-proto`.
+//! code name, a message and a retriability flag. It depends only on `keel-proto` (and codec
+//! crates): it encodes Kafka v2 record batches itself (see `record_batch.rs` for why).
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), keel_client::Error> {
@@ -23,6 +26,16 @@
 //! # Layout
 //!
 //! - `admin.rs` — [`AdminClient`], [`AdminOptions`]; bootstrap failover, retries and backoff.
+//! - `producer/` — [`Producer`], [`ProducerOptions`], [`DeliveryFuture`]: the accumulator
+//!   (batching, per-partition muting), the driver task and the sender (requests, retries).
+//! - `consumer.rs` — [`Consumer`], [`ConsumerOptions`], [`Position`], [`OffsetReset`],
+//!   [`PartitionOffsets`].
+//! - `topology.rs` — the data path's metadata cache: partitions, leaders, broker channels.
+//! - `partitioner.rs` — Kafka's murmur2 partitioner ([`partition_for_key`]) and the sticky
+//!   partitioner.
+//! - `record_batch.rs` — the Kafka v2 batch encoder and [`Compression`].
+//! - `record.rs` — [`ProducerRecord`], [`RecordMetadata`], [`ConsumerRecord`], [`Header`],
+//!   [`TopicPartition`], [`Acks`].
 //! - `topic.rs` — [`TopicId`], [`NewTopic`], [`CreatedTopic`], [`DeletedTopic`],
 //!   [`TopicMetadata`], [`PartitionMetadata`], [`ConfigEntry`], [`ConfigSource`],
 //!   [`ConfigChange`].
@@ -34,17 +47,28 @@
 
 mod admin;
 mod cluster;
+mod consumer;
 mod error;
+mod partitioner;
 mod pb_conv;
+mod producer;
+mod record;
+mod record_batch;
 mod topic;
+mod topology;
 
 pub use admin::{AdminClient, AdminOptions};
 pub use cluster::{
     BrokerInfo, BrokerState, ClusterDescription, ClusterMetadata, QuorumDescription, QuorumMember,
 };
+pub use consumer::{Consumer, ConsumerOptions, OffsetReset, PartitionOffsets, Position};
 pub use error::{grpc_code_name, ApiError, Error};
 /// The wire error code, re-exported so callers can match on [`ApiError::code`].
 pub use keel_proto::v1::ErrorCode;
+pub use partitioner::{murmur2, partition_for_key};
+pub use producer::{DeliveryFuture, Producer, ProducerOptions};
+pub use record::{Acks, ConsumerRecord, Header, ProducerRecord, RecordMetadata, TopicPartition};
+pub use record_batch::Compression;
 pub use topic::{
     ConfigChange, ConfigEntry, ConfigSource, CreatedTopic, DeletedTopic, NewTopic,
     PartitionMetadata, TopicId, TopicMetadata,

@@ -2,6 +2,8 @@
 
 mod t10_quorum;
 mod t11_cli;
+mod t12_client;
+mod t13_cli_data;
 mod t20_data;
 mod t21_replication;
 mod t50_storage_crash;
