@@ -176,7 +176,10 @@ mod tests {
         let mut c = EpochCache::from_entries(vec![entry(1, 0), entry(3, 5), entry(4, 9)]);
         assert_eq!(c.truncate_from_end(9), vec![entry(4, 9)]);
         assert_eq!(c.truncate_from_end(20), vec![]);
-        assert_eq!(c.truncate_from_start(6), (vec![entry(1, 0)], Some(entry(3, 6))));
+        assert_eq!(
+            c.truncate_from_start(6),
+            (vec![entry(1, 0)], Some(entry(3, 6)))
+        );
         assert_eq!(c.truncate_from_start(6), (vec![], None));
         assert_eq!(c.truncate_from_start(2), (vec![], None));
         assert_eq!(c.entries(), &[entry(3, 6)]);

@@ -513,7 +513,8 @@ impl Log {
             let seg = self.segments.get_mut(&base).expect("listed above");
             seg.unindexed_bytes = u64::MAX;
             for (position, h) in &found {
-                let (changed, removed) = self.epochs.assign(h.partition_leader_epoch, h.base_offset);
+                let (changed, removed) =
+                    self.epochs.assign(h.partition_leader_epoch, h.base_offset);
                 delete_epochs(&removed, &mut ops);
                 if changed {
                     ops.extend(self.epochs.latest().map(put_epoch));
@@ -1244,7 +1245,10 @@ impl Log {
     /// retention pass may have crashed before its checkpoint).
     fn trim_epochs_to_log(&mut self) -> Result<(), LogError> {
         let mut ops = Vec::new();
-        delete_epochs(&self.epochs.truncate_from_end(self.log_end_offset()), &mut ops);
+        delete_epochs(
+            &self.epochs.truncate_from_end(self.log_end_offset()),
+            &mut ops,
+        );
         let (removed, moved) = self.epochs.truncate_from_start(self.log_start);
         delete_epochs(&removed, &mut ops);
         ops.extend(moved.map(put_epoch));

@@ -15,8 +15,8 @@ use keel_tests::workload::{self, check, History, Workload};
 use tokio::sync::watch;
 
 use crate::t10_quorum::{
-    create_until_ok, eventually, http_status, metadata, topic, topics_by_name, try_metadata, wait_unfenced,
-    READY,
+    create_until_ok, eventually, http_status, metadata, topic, topics_by_name, try_metadata,
+    wait_unfenced, READY,
 };
 
 const TOPIC: &str = "events";
@@ -117,9 +117,11 @@ async fn check_readable(
             .unwrap_or(-1);
         let deadline = tokio::time::Instant::now() + READY;
         let records = loop {
-            let read = eventually(READY, "the partition readable from its leader", async || {
-                workload::read_partition(&w, p).await
-            })
+            let read = eventually(
+                READY,
+                "the partition readable from its leader",
+                async || workload::read_partition(&w, p).await,
+            )
             .await;
             if read.1 > last_acked || tokio::time::Instant::now() > deadline {
                 break read.0;
@@ -151,7 +153,11 @@ fn assert_replicas_identical(
     for id in c.ids() {
         if c.is_running(id) {
             let status = c.terminate(id, Duration::from_secs(60));
-            assert!(status.success(), "node {id}: {status:?}\n{}", c.log_tail(id));
+            assert!(
+                status.success(),
+                "node {id}: {status:?}\n{}",
+                c.log_tail(id)
+            );
         }
     }
     let hex: String = topic_id.iter().map(|b| format!("{b:02x}")).collect();

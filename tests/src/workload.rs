@@ -213,9 +213,7 @@ pub async fn read_partition(w: &Workload, partition: i32) -> Option<(Vec<(i64, B
 /// Every record of the log `name` in a stopped node's data directory.
 pub fn read_log_on_disk(data_dir: &Path, name: &str) -> Vec<(i64, Bytes)> {
     let data = DataDir::open(data_dir).expect("open data dir");
-    let (log, _) = data
-        .open_log(name, LogConfig::default())
-        .expect("open log");
+    let (log, _) = data.open_log(name, LogConfig::default()).expect("open log");
     let mut out = Vec::new();
     let mut offset = log.log_start_offset();
     while offset < log.log_end_offset() {
@@ -246,7 +244,10 @@ pub struct Summary {
 
 /// Checks the histories against the partitions' contents (see the module doc); the error
 /// names the first violation.
-pub fn check(histories: &[History], logs: &BTreeMap<i32, Vec<(i64, Bytes)>>) -> Result<Summary, String> {
+pub fn check(
+    histories: &[History],
+    logs: &BTreeMap<i32, Vec<(i64, Bytes)>>,
+) -> Result<Summary, String> {
     let mut at: HashMap<Bytes, (i32, i64)> = HashMap::new();
     let mut present = 0;
     for (partition, records) in logs {
@@ -254,11 +255,16 @@ pub fn check(histories: &[History], logs: &BTreeMap<i32, Vec<(i64, Bytes)>>) -> 
         let mut last_seq: HashMap<String, u64> = HashMap::new();
         for (offset, value) in records {
             if *offset <= last {
-                return Err(format!("partition {partition}: offset {offset} after {last}"));
+                return Err(format!(
+                    "partition {partition}: offset {offset} after {last}"
+                ));
             }
             last = *offset;
             if let Some((producer, seq)) = parse_value(value) {
-                if last_seq.insert(producer, seq).is_some_and(|before| before >= seq) {
+                if last_seq
+                    .insert(producer, seq)
+                    .is_some_and(|before| before >= seq)
+                {
                     return Err(format!("partition {partition}: {value:?} at {offset} is out of its producer's order"));
                 }
             }

@@ -51,7 +51,13 @@ impl FollowerState {
     }
 
     /// Records a fetch at `fetch_offset` when the leader's log end is `leader_leo`.
-    pub fn fetched(&mut self, fetch_offset: Offset, leader_leo: Offset, epoch: BrokerEpoch, now_ms: i64) {
+    pub fn fetched(
+        &mut self,
+        fetch_offset: Offset,
+        leader_leo: Offset,
+        epoch: BrokerEpoch,
+        now_ms: i64,
+    ) {
         if fetch_offset >= leader_leo {
             self.last_caught_up_ms = now_ms;
         } else if fetch_offset >= self.last_fetch_leader_leo {
@@ -126,20 +132,34 @@ mod tests {
     #[test]
     fn worked_examples_of_the_module_doc() {
         let f = |pairs: &[(BrokerId, FollowerState)]| pairs.iter().copied().collect();
-        let cases: Vec<(&[BrokerId], BTreeMap<_, _>, Option<Vec<BrokerId>>)> = vec![
+        type Case<'a> = (
+            &'a [BrokerId],
+            BTreeMap<BrokerId, FollowerState>,
+            Option<Vec<BrokerId>>,
+        );
+        let cases: Vec<Case> = vec![
             (
                 &[1, 2, 3],
-                f(&[(2, follower(Some(60), 99_000)), (3, follower(Some(60), 80_000))]),
+                f(&[
+                    (2, follower(Some(60), 99_000)),
+                    (3, follower(Some(60), 80_000)),
+                ]),
                 Some(vec![1, 2]),
             ),
             (
                 &[1, 2],
-                f(&[(2, follower(Some(60), 99_000)), (3, follower(Some(50), 99_000))]),
+                f(&[
+                    (2, follower(Some(60), 99_000)),
+                    (3, follower(Some(50), 99_000)),
+                ]),
                 Some(vec![1, 2, 3]),
             ),
             (
                 &[1, 2],
-                f(&[(2, follower(Some(60), 99_000)), (3, follower(Some(49), 99_000))]),
+                f(&[
+                    (2, follower(Some(60), 99_000)),
+                    (3, follower(Some(49), 99_000)),
+                ]),
                 None,
             ),
             (&[1], f(&[(2, follower(Some(60), 70_000))]), None),

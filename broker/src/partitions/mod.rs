@@ -306,14 +306,7 @@ impl PartitionManager {
                 tracing::info!(log = %name, topic = %t.name, partition = index,
                     leader = role.leader, leader_epoch = role.leader_epoch, clean = stats.clean,
                     "partition replica opened");
-                let p = Partition::new(
-                    t.topic_id,
-                    index,
-                    self.me,
-                    log,
-                    role,
-                    self.signals.clone(),
-                );
+                let p = Partition::new(t.topic_id, index, self.me, log, role, self.signals.clone());
                 self.map().insert((t.topic_id, index), Arc::new(p));
             }
             Err(e) => {

@@ -32,6 +32,8 @@ const PARTITION_MAX_BYTES: i32 = 4 << 20;
 const REST: Duration = Duration::from_millis(300);
 
 type Key = (TopicId, i32);
+/// The partitions a round names, with the leader epoch each was fetched in.
+type Sent = BTreeMap<Key, (Arc<Partition>, LeaderEpoch)>;
 
 /// Fetches from `leader` until this broker follows nothing there any more or stops.
 pub async fn run(ctx: Arc<Context>, leader: BrokerId) {
@@ -69,13 +71,17 @@ async fn stream_rounds(
         .brokers
         .get(&leader)
         .ok_or_else(|| format!("leader {leader} is not registered"))?;
-    let addr = format!("http://{}:{}", b.endpoints.internal.host, b.endpoints.internal.port);
+    let addr = format!(
+        "http://{}:{}",
+        b.endpoints.internal.host, b.endpoints.internal.port
+    );
     let channel = Endpoint::from_shared(addr)
         .map_err(|e| e.to_string())?
         .connect_timeout(Duration::from_secs(2))
         .tcp_nodelay(true)
         .connect_lazy();
-    let mut client = ReplicationClient::new(channel).max_decoding_message_size(MAX_BYTES as usize * 2);
+    let mut client =
+        ReplicationClient::new(channel).max_decoding_message_size(MAX_BYTES as usize * 2);
     let (tx, rx) = mpsc::channel(1);
     // The first round goes out before the call, so the stream opens with it.
     let Some((req, sent)) = next_round(ctx, leader, resting) else {
@@ -121,7 +127,7 @@ fn next_round(
     ctx: &Context,
     leader: BrokerId,
     resting: &mut HashMap<Key, Instant>,
-) -> Option<(pb::ReplicaFetchRequest, BTreeMap<Key, (Arc<Partition>, LeaderEpoch)>)> {
+) -> Option<(pb::ReplicaFetchRequest, Sent)> {
     let epoch = ctx.status.borrow().broker_epoch?;
     let parts = followed(ctx, leader);
     if parts.is_empty() {
@@ -140,14 +146,17 @@ fn next_round(
             continue;
         };
         let leader_epoch = p.role().leader_epoch;
-        topics.entry(p.topic_id).or_default().push(pb::ReplicaFetchPartition {
-            partition: p.index,
-            fetch_offset: log_end,
-            last_fetched_epoch: last_epoch,
-            current_leader_epoch: leader_epoch,
-            log_start_offset: log_start,
-            partition_max_bytes: PARTITION_MAX_BYTES,
-        });
+        topics
+            .entry(p.topic_id)
+            .or_default()
+            .push(pb::ReplicaFetchPartition {
+                partition: p.index,
+                fetch_offset: log_end,
+                last_fetched_epoch: last_epoch,
+                current_leader_epoch: leader_epoch,
+                log_start_offset: log_start,
+                partition_max_bytes: PARTITION_MAX_BYTES,
+            });
         sent.insert(key, (p, leader_epoch));
     }
     let req = pb::ReplicaFetchRequest {
@@ -171,7 +180,7 @@ fn next_round(
 /// Applies a round's answer on a blocking thread, then fsyncs every partition that appended.
 async fn apply_round(
     resp: pb::ReplicaFetchResponse,
-    sent: &BTreeMap<Key, (Arc<Partition>, LeaderEpoch)>,
+    sent: &Sent,
     resting: &mut HashMap<Key, Instant>,
 ) {
     let mut work = Vec::new();
@@ -196,21 +205,27 @@ async fn apply_round(
     }
     let applied = tokio::task::spawn_blocking(move || {
         work.into_iter()
-            .filter_map(|(p, epoch, fetched)| match p.apply_fetched(epoch, fetched) {
-                Ok(Some(end)) => Some((p, end)),
-                Ok(None) => None,
-                Err(e) => {
-                    tracing::warn!(topic_id = %p.topic_id, partition = p.index, error = %e,
+            .filter_map(
+                |(p, epoch, fetched)| match p.apply_fetched(epoch, fetched) {
+                    Ok(Some(end)) => Some((p, end)),
+                    Ok(None) => None,
+                    Err(e) => {
+                        tracing::warn!(topic_id = %p.topic_id, partition = p.index, error = %e,
                         "could not apply fetched records");
-                    None
-                }
-            })
+                        None
+                    }
+                },
+            )
             .collect::<Vec<_>>()
     })
     .await
     .unwrap_or_default();
     let flushes = applied.iter().map(|(p, end)| p.flush_to(*end));
-    for (result, (p, _)) in futures_util::future::join_all(flushes).await.iter().zip(&applied) {
+    for (result, (p, _)) in futures_util::future::join_all(flushes)
+        .await
+        .iter()
+        .zip(&applied)
+    {
         if let Err(e) = result {
             tracing::error!(topic_id = %p.topic_id, partition = p.index, error = %e,
                 "follower fsync failed");

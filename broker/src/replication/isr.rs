@@ -105,8 +105,10 @@ async fn propose(ctx: &Context, broker_epoch: u64, proposals: Vec<(Arc<Partition
                         "ISR change refused");
                     p.isr_proposal_failed();
                 }
-                None => tracing::info!(topic_id = %topic_id, partition = pr.partition, isr = ?pr.isr,
-                    partition_epoch = pr.partition_epoch, "ISR changed"),
+                None => {
+                    tracing::info!(topic_id = %topic_id, partition = pr.partition, isr = ?pr.isr,
+                    partition_epoch = pr.partition_epoch, "ISR changed")
+                }
             }
         }
     }
@@ -133,12 +135,15 @@ fn request(
                 },
             })
             .collect();
-        topics.entry(p.topic_id).or_default().push(pb::AlterPartitionPartition {
-            partition: p.index,
-            leader_epoch: proposal.leader_epoch,
-            partition_epoch: proposal.partition_epoch,
-            new_isr,
-        });
+        topics
+            .entry(p.topic_id)
+            .or_default()
+            .push(pb::AlterPartitionPartition {
+                partition: p.index,
+                leader_epoch: proposal.leader_epoch,
+                partition_epoch: proposal.partition_epoch,
+                new_isr,
+            });
     }
     pb::AlterPartitionRequest {
         broker_id: me,

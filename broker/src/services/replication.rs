@@ -78,7 +78,10 @@ impl ReplicationService {
 
     /// Serves every partition of the round on a blocking thread; returns the answer and the
     /// record bytes in it.
-    async fn read_round(&self, req: Arc<pb::ReplicaFetchRequest>) -> (pb::ReplicaFetchResponse, usize) {
+    async fn read_round(
+        &self,
+        req: Arc<pb::ReplicaFetchRequest>,
+    ) -> (pb::ReplicaFetchResponse, usize) {
         let partitions = self.partitions.clone();
         let served = tokio::task::spawn_blocking(move || serve_all(&partitions, &req)).await;
         served.unwrap_or_else(|_| {
@@ -95,7 +98,10 @@ impl ReplicationService {
 }
 
 /// `STALE_BROKER_EPOCH` unless the follower's epoch is its current registration here.
-fn current_registration(image: &MetadataImage, req: &pb::ReplicaFetchRequest) -> Result<(), pb::Error> {
+fn current_registration(
+    image: &MetadataImage,
+    req: &pb::ReplicaFetchRequest,
+) -> Result<(), pb::Error> {
     match image.brokers.get(&req.replica_id) {
         Some(b) if b.broker_epoch == req.replica_epoch => Ok(()),
         _ => Err(pb::Error::new(
@@ -248,11 +254,7 @@ impl Replication for ReplicationService {
             .into_iter()
             .map(|t| {
                 let id = parse_topic_id(&t.topic_id);
-                let partitions = t
-                    .partitions
-                    .iter()
-                    .map(|p| self.epoch_end(id, p))
-                    .collect();
+                let partitions = t.partitions.iter().map(|p| self.epoch_end(id, p)).collect();
                 pb::OffsetsForLeaderEpochTopicResponse {
                     topic_id: t.topic_id,
                     partitions,

@@ -41,7 +41,10 @@ pub enum Fetched {
         log_start: Offset,
     },
     /// The fetch offset lies outside the leader's log.
-    OutOfRange { log_start: Offset, high_watermark: Offset },
+    OutOfRange {
+        log_start: Offset,
+        high_watermark: Offset,
+    },
 }
 
 /// An ISR change a leader asks the controller for.
@@ -114,7 +117,11 @@ impl Partition {
         }
         let guard = self.log_ref();
         let log = guard.as_ref()?;
-        Some((log.log_end_offset(), log.latest_epoch(), log.log_start_offset()))
+        Some((
+            log.log_end_offset(),
+            log.latest_epoch(),
+            log.log_start_offset(),
+        ))
     }
 
     /// Applies the leader's answer as a follower that fetched in `leader_epoch`. Returns the
@@ -179,7 +186,11 @@ impl Partition {
         let now = now_ms();
         let hw = self.high_watermark();
         let mut st = self.leader_state();
-        if st.pending.as_ref().is_some_and(|(_, at)| now - at < retry_ms) {
+        if st
+            .pending
+            .as_ref()
+            .is_some_and(|(_, at)| now - at < retry_ms)
+        {
             return None;
         }
         let isr = propose_isr(&IsrView {
