@@ -173,6 +173,10 @@ impl Node {
             });
             let lag_max = Duration::from_millis(config.replica_lag_time_max_ms);
             let tick = (lag_max / 4).min(Duration::from_millis(250));
+            tasks.push(tokio::spawn(partitions::upkeep::run(
+                p.clone(),
+                listeners_rx.clone(),
+            )));
             tasks.push(tokio::spawn(replication::run(ctx.clone())));
             tasks.push(tokio::spawn(replication::isr::run(ctx, lag_max, tick)));
         }

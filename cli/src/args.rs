@@ -71,6 +71,30 @@ pub enum Command {
     /// Measure produce or consume throughput and latency.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Run partition leader elections.
+    #[command(subcommand)]
+    Leader(LeaderCommand),
+}
+
+/// `keel leader ...`
+#[derive(clap::Subcommand, Debug, Clone, PartialEq, Eq)]
+pub enum LeaderCommand {
+    /// Elect partition leaders: the preferred replica, or (explicitly) an unclean leader.
+    Elect {
+        /// Make each partition's preferred replica its leader when it is in the ISR.
+        #[arg(long, conflicts_with = "unclean", required_unless_present = "unclean")]
+        preferred: bool,
+        /// Give a leaderless partition a live replica from outside the ISR. Acknowledged
+        /// records that only the lost ISR held are LOST. Needs --topic.
+        #[arg(long, requires = "topic")]
+        unclean: bool,
+        /// Only this topic (every topic for --preferred when absent).
+        #[arg(long)]
+        topic: Option<String>,
+        /// Only these partitions of the topic (comma-separated).
+        #[arg(long, requires = "topic", value_delimiter = ',', value_parser = value_parser!(i32).range(0..))]
+        partition: Vec<i32>,
+    },
 }
 
 /// `keel produce TOPIC`

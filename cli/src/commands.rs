@@ -4,9 +4,9 @@
 
 use std::collections::BTreeMap;
 
-use keel_client::{AdminClient, ConfigChange, NewTopic};
+use keel_client::{AdminClient, ConfigChange, Election, NewTopic};
 
-use crate::args::{ClusterCommand, Command, QuorumCommand, TopicCommand};
+use crate::args::{ClusterCommand, Command, LeaderCommand, QuorumCommand, TopicCommand};
 use crate::render::{ConfigsAltered, PartitionsAdded, Report, TopicCreated, TopicSummary};
 use crate::CliError;
 
@@ -44,6 +44,13 @@ pub enum Plan {
     DescribeCluster,
     /// Describe the metadata quorum.
     DescribeQuorum,
+    /// Run leader elections on topics' partitions (empty: all, preferred only).
+    ElectLeaders {
+        /// Preferred or unclean.
+        election: Election,
+        /// Topics with their partitions (empty list: every partition).
+        topics: Vec<(String, Vec<i32>)>,
+    },
 }
 
 /// Checks `command` and builds its requests. Fails with `INVALID_ARGUMENT` when a config key
@@ -82,6 +89,22 @@ pub fn plan(command: &Command) -> Result<Plan, CliError> {
         },
         Command::Cluster(ClusterCommand::Describe) => Plan::DescribeCluster,
         Command::Quorum(QuorumCommand::Describe) => Plan::DescribeQuorum,
+        Command::Leader(LeaderCommand::Elect {
+            unclean,
+            topic,
+            partition,
+            ..
+        }) => Plan::ElectLeaders {
+            election: if *unclean {
+                Election::Unclean
+            } else {
+                Election::Preferred
+            },
+            topics: topic
+                .iter()
+                .map(|t| (t.clone(), partition.clone()))
+                .collect(),
+        },
         // `run` serves the data verbs itself; they have no admin plan.
         Command::Produce(_) | Command::Consume(_) | Command::Offsets { .. } | Command::Bench(_) => {
             return Err(CliError::InvalidArgument(
@@ -192,6 +215,10 @@ pub async fn execute(admin: &AdminClient, plan: Plan) -> Result<Report, CliError
         }
         Plan::DescribeCluster => Ok(Report::Cluster(admin.describe_cluster().await?)),
         Plan::DescribeQuorum => Ok(Report::Quorum(admin.describe_quorum().await?)),
+        Plan::ElectLeaders { election, topics } => {
+            let results = admin.elect_leaders(election, &topics).await?;
+            Ok(Report::Elections(results))
+        }
     }
 }
 

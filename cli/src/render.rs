@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use comfy_table::{presets, Cell, Table};
 use keel_client::{
-    ClusterDescription, ConfigChange, CreatedTopic, DeletedTopic, PartitionOffsets,
+    ClusterDescription, ConfigChange, CreatedTopic, DeletedTopic, ElectionResult, PartitionOffsets,
     QuorumDescription, QuorumMember, TopicId, TopicMetadata,
 };
 use serde::Serialize;
@@ -41,6 +41,8 @@ pub enum Report {
     Offsets(TopicOffsets),
     /// `bench produce`, `bench consume`.
     Bench(BenchResult),
+    /// `leader elect`: one row per partition.
+    Elections(Vec<ElectionResult>),
     /// `produce`, `consume`: they printed as they went; nothing is left to print.
     Streamed,
 }
@@ -149,6 +151,18 @@ fn render_tables(report: &Report) -> String {
         Report::Quorum(q) => quorum_tables(q),
         Report::Offsets(o) => vec![offsets_table(o)],
         Report::Bench(b) => vec![bench_table(b)],
+        Report::Elections(results) => vec![table(
+            ["TOPIC", "PARTITION", "RESULT"],
+            results.iter().map(|r| {
+                [
+                    r.topic.clone(),
+                    r.partition.to_string(),
+                    r.error
+                        .as_ref()
+                        .map_or_else(|| "elected".to_string(), |e| e.to_string()),
+                ]
+            }),
+        )],
         Report::Streamed => vec![],
     };
     tables.join("\n")

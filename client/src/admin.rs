@@ -33,7 +33,7 @@ use tracing::debug;
 use crate::pb_conv::{self, check};
 use crate::{
     ClusterDescription, ClusterMetadata, ConfigChange, ConfigEntry, CreatedTopic, DeletedTopic,
-    Error, NewTopic, QuorumDescription,
+    Election, ElectionResult, Error, NewTopic, QuorumDescription,
 };
 
 /// How an [`AdminClient`] connects and retries.
@@ -166,6 +166,7 @@ wire_response!(
     pb::DescribeConfigsResponse,
     pb::AlterConfigsResponse,
     pb::CreatePartitionsResponse,
+    pb::ElectLeadersResponse,
 );
 
 // The Cluster responses keep their error for the conversion (`TryFrom`), which fails with it;
@@ -340,6 +341,46 @@ impl AdminClient {
             })
             .await?;
         check(one_result(RPC, response.results)?.error)
+    }
+
+    /// Runs leader elections on the partitions of `topics` (each with its partition list;
+    /// an empty list means every partition of that topic). `topics` empty: every partition
+    /// of every topic, for preferred elections only.
+    pub async fn elect_leaders(
+        &self,
+        election: Election,
+        topics: &[(String, Vec<i32>)],
+    ) -> Result<Vec<ElectionResult>, Error> {
+        let request = pb::ElectLeadersRequest {
+            election_type: match election {
+                Election::Preferred => pb::ElectionType::Preferred,
+                Election::Unclean => pb::ElectionType::Unclean,
+            } as i32,
+            partitions: topics
+                .iter()
+                .map(|(topic, partitions)| pb::TopicPartitions {
+                    topic: topic.clone(),
+                    partitions: partitions.clone(),
+                    ..Default::default()
+                })
+                .collect(),
+            timeout_ms: 0,
+        };
+        let response = self
+            .call("Admin.ElectLeaders", |ch| {
+                let request = request.clone();
+                async move { AdminRpc::new(ch).elect_leaders(request).await }
+            })
+            .await?;
+        Ok(response
+            .results
+            .into_iter()
+            .map(|r| ElectionResult {
+                topic: r.topic,
+                partition: r.partition,
+                error: pb_conv::api_error(r.error),
+            })
+            .collect())
     }
 
     /// Brokers and topics from the answering node's metadata image. `topics` empty: every

@@ -70,6 +70,6 @@ pub use producer::{DeliveryFuture, Producer, ProducerOptions};
 pub use record::{Acks, ConsumerRecord, Header, ProducerRecord, RecordMetadata, TopicPartition};
 pub use record_batch::Compression;
 pub use topic::{
-    ConfigChange, ConfigEntry, ConfigSource, CreatedTopic, DeletedTopic, NewTopic,
-    PartitionMetadata, TopicId, TopicMetadata,
+    ConfigChange, ConfigEntry, ConfigSource, CreatedTopic, DeletedTopic, Election, ElectionResult,
+    NewTopic, PartitionMetadata, TopicId, TopicMetadata,
 };

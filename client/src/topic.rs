@@ -237,3 +237,26 @@ impl ConfigChange {
         }
     }
 }
+
+/// Which leader election to run (`keel leader elect`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Election {
+    /// Make each partition's preferred replica (the first listed) its leader, if it is an
+    /// unfenced ISR member.
+    Preferred,
+    /// Give a leaderless partition a live replica even from outside the ISR. Records only the
+    /// lost ISR held are lost: for when availability matters more.
+    Unclean,
+}
+
+/// The outcome of an election on one partition.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ElectionResult {
+    /// Topic name.
+    pub topic: String,
+    /// Partition index (-1 when the topic itself is unknown).
+    pub partition: i32,
+    /// `None` when a new leader was elected; otherwise why not (`ELECTION_NOT_NEEDED`, ...).
+    pub error: Option<ApiError>,
+}

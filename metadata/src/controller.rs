@@ -198,6 +198,23 @@ pub enum ControllerError {
     /// The proposed ISR is malformed (misses the leader, repeats a member).
     #[error("invalid ISR proposal")]
     InvalidIsr,
+    /// The partition already has the leader the election would give it.
+    #[error("partition {partition} already has a suitable leader ({leader:?})")]
+    ElectionNotNeeded {
+        partition: PartitionIndex,
+        leader: Option<BrokerId>,
+    },
+    /// The preferred replica is not in the ISR or not serving.
+    #[error(
+        "the preferred replica {preferred} of partition {partition} is not an unfenced ISR member"
+    )]
+    PreferredLeaderNotAvailable {
+        partition: PartitionIndex,
+        preferred: BrokerId,
+    },
+    /// No replica is serving.
+    #[error("no replica of partition {partition} is unfenced")]
+    EligibleLeadersNotAvailable { partition: PartitionIndex },
 }
 
 impl ControllerError {
@@ -221,6 +238,9 @@ impl ControllerError {
             InvalidPartitionEpoch { .. } => ErrorCode::InvalidPartitionEpoch,
             IneligibleReplica { .. } => ErrorCode::IneligibleReplica,
             InvalidIsr => ErrorCode::InvalidRequest,
+            ElectionNotNeeded { .. } => ErrorCode::ElectionNotNeeded,
+            PreferredLeaderNotAvailable { .. } => ErrorCode::PreferredLeaderNotAvailable,
+            EligibleLeadersNotAvailable { .. } => ErrorCode::EligibleLeadersNotAvailable,
         }
     }
 }
@@ -947,6 +967,78 @@ pub fn alter_partition(image: &MetadataImage, req: &AlterPartitionRequest) -> Re
         leader: None,
         replicas: None,
     }))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Leader elections
+// ---------------------------------------------------------------------------------------------
+
+/// What kind of leader election to run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Election {
+    /// The preferred replica (first in the replica list) becomes leader if it is an unfenced
+    /// ISR member.
+    Preferred,
+    /// A partition without a serving leader gets one: an unfenced ISR member if there is
+    /// one, else the first unfenced replica outside the ISR, which becomes the whole ISR.
+    /// Records only the lost ISR held are then lost; an operator asks for this explicitly.
+    Unclean,
+}
+
+/// The `PartitionChange` an election makes on one partition, or why it makes none.
+pub fn elect_leader(
+    image: &MetadataImage,
+    topic_id: TopicId,
+    partition: PartitionIndex,
+    election: Election,
+) -> Result<Record> {
+    let p = image
+        .partition(topic_id, partition)
+        .ok_or(ControllerError::UnknownPartition {
+            topic_id,
+            partition,
+        })?;
+    let change = |leader: BrokerId, isr: Option<Vec<BrokerId>>| {
+        Record::PartitionChange(PartitionChange {
+            topic_id,
+            partition,
+            isr,
+            leader: Some(Some(leader)),
+            replicas: None,
+        })
+    };
+    let not_needed = ControllerError::ElectionNotNeeded {
+        partition,
+        leader: p.leader,
+    };
+    match election {
+        Election::Preferred => {
+            let preferred = p.replicas[0];
+            if p.leader == Some(preferred) {
+                return Err(not_needed);
+            }
+            if p.isr.contains(&preferred) && image.is_unfenced(preferred) {
+                return Ok(change(preferred, None));
+            }
+            Err(ControllerError::PreferredLeaderNotAvailable {
+                partition,
+                preferred,
+            })
+        }
+        Election::Unclean => {
+            if p.leader.is_some_and(|l| image.is_unfenced(l)) {
+                return Err(not_needed);
+            }
+            let live = |r: &&BrokerId| image.is_unfenced(**r);
+            if let Some(r) = p.replicas.iter().filter(|r| p.isr.contains(r)).find(live) {
+                return Ok(change(*r, None));
+            }
+            match p.replicas.iter().find(live) {
+                Some(r) => Ok(change(*r, Some(vec![*r]))),
+                None => Err(ControllerError::EligibleLeadersNotAvailable { partition }),
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -633,3 +633,59 @@ fn every_known_config_has_a_valid_default() {
     }
     assert_eq!(defaults.len(), TOPIC_CONFIGS.len());
 }
+
+#[test]
+fn preferred_and_unclean_elections() {
+    let mut img = with_topic(1); // replicas [1,2,3], leader 1
+    let elect = |img: &MetadataImage, e| elect_leader(img, T, 0, e);
+    assert!(matches!(
+        elect(&img, Election::Preferred),
+        Err(ControllerError::ElectionNotNeeded {
+            leader: Some(1),
+            ..
+        })
+    ));
+    assert!(matches!(
+        elect(&img, Election::Unclean),
+        Err(ControllerError::ElectionNotNeeded { .. })
+    ));
+    assert!(matches!(
+        elect_leader(&img, T, 9, Election::Preferred),
+        Err(ControllerError::UnknownPartition { .. })
+    ));
+
+    // 1 fenced: 2 leads; the preferred 1 is out of the ISR, so no preferred election.
+    let recs = fence_broker(&img, 1, 0).unwrap();
+    commit(&mut img, 300, &recs);
+    assert!(matches!(
+        elect(&img, Election::Preferred),
+        Err(ControllerError::PreferredLeaderNotAvailable { preferred: 1, .. })
+    ));
+    // 2 and 3 fenced: nobody leads, 3 is the last ISR member. 1 returns, out of the ISR.
+    let recs = fence_broker(&img, 2, 0).unwrap();
+    commit(&mut img, 301, &recs);
+    let recs = fence_broker(&img, 3, 0).unwrap();
+    commit(&mut img, 302, &recs);
+    let before = img.partition(T, 0).unwrap().clone();
+    assert_eq!((before.leader, before.isr.clone()), (None, vec![3]));
+    assert!(matches!(
+        elect(&img, Election::Unclean),
+        Err(ControllerError::EligibleLeadersNotAvailable { .. })
+    ));
+    let recs = unfence_broker(&img, 1, 1).unwrap();
+    commit(&mut img, 303, &recs);
+    let rec = elect(&img, Election::Unclean).unwrap();
+    commit(&mut img, 304, &[rec]);
+    let p = img.partition(T, 0).unwrap();
+    assert_eq!((p.leader, p.isr.clone()), (Some(1), vec![1]));
+    assert_eq!(p.leader_epoch, before.leader_epoch + 1);
+
+    // 3 back: preferred election gives 1 (already leader) nothing to do; an unclean one
+    // neither, since 1 serves.
+    let recs = unfence_broker(&img, 3, 3).unwrap();
+    commit(&mut img, 305, &recs);
+    assert!(matches!(
+        elect(&img, Election::Unclean),
+        Err(ControllerError::ElectionNotNeeded { .. })
+    ));
+}

@@ -358,6 +358,32 @@ impl ControllerNode {
         .map(|_| ())
     }
 
+    /// Runs leader elections on `partitions` (all in one metadata write); returns each
+    /// partition's outcome, in order.
+    pub async fn elect_leaders(
+        &self,
+        election: controller::Election,
+        partitions: Vec<(crate::records::TopicId, i32)>,
+    ) -> Result<Vec<Result<(), ControllerError>>> {
+        let (_, outcomes) = self
+            .write(|img| {
+                let mut records = Vec::new();
+                let mut outcomes = Vec::new();
+                for (topic_id, partition) in &partitions {
+                    match controller::elect_leader(img, *topic_id, *partition, election) {
+                        Ok(r) => {
+                            records.push(r);
+                            outcomes.push(Ok(()));
+                        }
+                        Err(e) => outcomes.push(Err(e)),
+                    }
+                }
+                Ok((records, outcomes))
+            })
+            .await?;
+        Ok(outcomes)
+    }
+
     /// Grows a topic to `count` partitions.
     pub async fn create_partitions(
         &self,

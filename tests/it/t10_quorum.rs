@@ -371,7 +371,12 @@ async fn invalid_topic_requests_are_refused_and_change_nothing() {
     let c = TestCluster::start(Spec::default());
     wait_unfenced(&c, 1, &[1, 2, 3]).await;
     create_until_ok(&c, 1, topic("exists", 1, 1), READY).await;
-    let before = metadata(&c, 2).await;
+    // Node 2 answers below: compare with its image once it has the topic.
+    let before = eventually(READY, "node 2 knows the topic", async || {
+        let m = metadata(&c, 2).await;
+        topics_by_name(&m).contains_key("exists").then_some(m)
+    })
+    .await;
 
     let mut unknown_config = topic("cfg", 1, 1);
     unknown_config

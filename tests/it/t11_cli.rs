@@ -13,12 +13,12 @@ fn keel_path() -> PathBuf {
     keeld_path().with_file_name("keel")
 }
 
-struct Cli {
-    bootstrap: String,
+pub(crate) struct Cli {
+    pub(crate) bootstrap: String,
 }
 
 impl Cli {
-    fn run(&self, args: &[&str]) -> (bool, String, String) {
+    pub(crate) fn run(&self, args: &[&str]) -> (bool, String, String) {
         let out = Command::new(keel_path())
             .arg("--bootstrap")
             .arg(&self.bootstrap)
@@ -29,13 +29,13 @@ impl Cli {
         (out.status.success(), text(&out.stdout), text(&out.stderr))
     }
 
-    fn ok(&self, args: &[&str]) -> String {
+    pub(crate) fn ok(&self, args: &[&str]) -> String {
         let (ok, out, err) = self.run(args);
         assert!(ok, "keel {args:?} failed: {err}");
         out
     }
 
-    fn json(&self, args: &[&str]) -> Value {
+    pub(crate) fn json(&self, args: &[&str]) -> Value {
         let mut all = args.to_vec();
         all.extend(["--output", "json"]);
         serde_json::from_str(&self.ok(&all)).expect("one JSON document")

@@ -1,6 +1,7 @@
 //! Replication on real `keeld` processes: acks=all producers while partition leaders are
 //! killed with `kill -9` and restarted; the whole cluster killed and restarted; the
-//! `min.insync.replicas` rule with one and two brokers down. Each run ends with the workload
+//! `min.insync.replicas` rule with one and two brokers down; an unclean leader election by
+//! `keel leader elect --unclean`, and the old leader cutting its divergent tail when it returns. Each run ends with the workload
 //! checker (every acknowledged record once, at its offset, in its producer's order) and, once
 //! the cluster is stopped, a comparison of every replica's log files.
 
@@ -18,6 +19,7 @@ use crate::t10_quorum::{
     create_until_ok, eventually, http_status, metadata, topic, topics_by_name, try_metadata,
     wait_unfenced, READY,
 };
+use crate::t11_cli::Cli;
 
 const TOPIC: &str = "events";
 const PARTITIONS: i32 = 6;
@@ -323,4 +325,151 @@ async fn min_insync_replicas_holds_with_one_and_two_brokers_down() {
     })
     .await;
     assert_eq!(third, second + 1, "the refused record was not appended");
+}
+
+/// One acks=all record to `topic`/0 through the leader named by node `on`: its offset or the
+/// error code.
+async fn produce_to(c: &TestCluster, on: u32, topic: &str, value: &str) -> Result<i64, ErrorCode> {
+    let m = metadata(c, on).await;
+    let t = topics_by_name(&m)[topic].clone();
+    let leader = leader_of(&t, 0).ok_or(ErrorCode::LeaderNotAvailable)?;
+    let mut client = keel_proto::v1::producer_client::ProducerClient::new(
+        tonic::transport::Channel::from_shared(c.client_url(leader))
+            .expect("url")
+            .connect_lazy(),
+    );
+    let req = ProduceRequest {
+        acks: Acks::All as i32,
+        timeout_ms: 5_000,
+        topics: vec![TopicProduceData {
+            topic: topic.into(),
+            partitions: vec![PartitionProduceData {
+                partition: 0,
+                data: Some(partition_produce_data::Data::Records(ProducerRecords {
+                    records: vec![ProducerRecord {
+                        key: None,
+                        value: Some(Bytes::from(value.to_owned())),
+                        headers: vec![],
+                        timestamp: None,
+                    }],
+                    idempotent_producer: None,
+                })),
+            }],
+        }],
+    };
+    let resp = client
+        .produce(req)
+        .await
+        .map_err(|_| ErrorCode::RequestTimedOut)?;
+    let p = resp.into_inner().topics.remove(0).partitions.remove(0);
+    match p.error {
+        None => Ok(p.base_offset.expect("offset")),
+        Some(e) => Err(ErrorCode::try_from(e.code).unwrap_or(ErrorCode::UnknownServerError)),
+    }
+}
+
+async fn partition_state(c: &TestCluster, topic: &str) -> Option<(Option<u32>, Vec<i32>)> {
+    let m = try_metadata(c, 1).await?;
+    let t = topics_by_name(&m).get(topic)?.clone();
+    let p = t.partitions.iter().find(|p| p.partition == 0)?;
+    Some((p.leader_id.map(|l| l as u32), p.isr.clone()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unclean_election_brings_an_offline_partition_back_and_the_old_leader_follows() {
+    // A controller-only voter and two brokers: the partition's replicas are exactly 2 and 3.
+    let mut c = TestCluster::start(Spec {
+        voters: 1,
+        brokers: 2,
+        controller_only: true,
+        ..Spec::default()
+    });
+    wait_unfenced(&c, 1, &[2, 3]).await;
+    create_until_ok(&c, 1, topic("u", 1, 2), READY).await;
+    let (leader, follower) = eventually(READY, "a leader with a full ISR", async || {
+        let (leader, isr) = partition_state(&c, "u").await?;
+        let leader = leader?;
+        (isr.len() == 2).then_some((leader, if leader == 2 { 3 } else { 2 }))
+    })
+    .await;
+    let a = eventually(READY, "record A", async || {
+        produce_to(&c, 1, "u", "A").await.ok()
+    })
+    .await;
+
+    // The follower dies; the ISR shrinks to the leader, which alone takes record B.
+    c.kill(follower);
+    eventually(READY, "ISR down to the leader", async || {
+        let (_, isr) = partition_state(&c, "u").await?;
+        (isr == vec![leader as i32]).then_some(())
+    })
+    .await;
+    let b = eventually(READY, "record B", async || {
+        produce_to(&c, 1, "u", "B").await.ok()
+    })
+    .await;
+    assert_eq!(b, a + 1);
+
+    // The leader dies too; the follower returns, but outside the ISR it may not lead.
+    c.kill(leader);
+    c.start_node(follower);
+    wait_unfenced(&c, 1, &[follower]).await;
+    eventually(READY, "the partition offline", async || {
+        let (l, isr) = partition_state(&c, "u").await?;
+        (l.is_none() && isr == vec![leader as i32]).then_some(())
+    })
+    .await;
+    assert!(produce_to(&c, 1, "u", "refused").await.is_err());
+
+    // The operator accepts the loss of B.
+    let cli = Cli {
+        bootstrap: c.node(1).client.to_string(),
+    };
+    let out = cli.ok(&[
+        "leader",
+        "elect",
+        "--unclean",
+        "--topic",
+        "u",
+        "--partition",
+        "0",
+    ]);
+    assert!(out.contains("elected"), "{out}");
+    eventually(READY, "the follower leads alone", async || {
+        let (l, isr) = partition_state(&c, "u").await?;
+        (l == Some(follower) && isr == vec![follower as i32]).then_some(())
+    })
+    .await;
+    let c_offset = eventually(READY, "record C", async || {
+        produce_to(&c, 1, "u", "C").await.ok()
+    })
+    .await;
+    assert_eq!(c_offset, a + 1, "B was never on the new leader");
+
+    // The old leader returns as a follower, cuts B and takes C; the ISR grows back.
+    c.start_node(leader);
+    eventually(READY, "ISR of both again", async || {
+        let (_, isr) = partition_state(&c, "u").await?;
+        (isr.len() == 2).then_some(())
+    })
+    .await;
+    let again = cli.json(&["leader", "elect", "--unclean", "--topic", "u"]);
+    assert_eq!(again[0]["error"]["code"], "ELECTION_NOT_NEEDED", "{again}");
+    let m = metadata(&c, 1).await;
+    let topic_id = topics_by_name(&m)["u"].topic_id.clone();
+    for id in [2, 3] {
+        c.terminate(id, Duration::from_secs(60));
+    }
+    let hex: String = topic_id.iter().map(|b| format!("{b:02x}")).collect();
+    for id in [2, 3] {
+        let values: Vec<Bytes> = workload::read_log_on_disk(c.data_dir(id), &format!("{hex}-0"))
+            .into_iter()
+            .map(|(_, v)| v)
+            .collect();
+        assert_eq!(
+            values,
+            vec![Bytes::from("A"), Bytes::from("C")],
+            "node {id}"
+        );
+    }
 }

@@ -28,6 +28,8 @@ pub struct Spec {
     pub heartbeat_interval_ms: u64,
     /// `replica_lag_time_max_ms`.
     pub replica_lag_ms: u64,
+    /// Whether the voters have only the controller role (no partitions).
+    pub controller_only: bool,
 }
 
 impl Default for Spec {
@@ -38,6 +40,7 @@ impl Default for Spec {
             session_timeout_ms: 3000,
             heartbeat_interval_ms: 500,
             replica_lag_ms: 5000,
+            controller_only: false,
         }
     }
 }
@@ -177,10 +180,10 @@ impl TestCluster {
             .append(true)
             .open(&node.log)
             .expect("log file");
-        let roles = if node.voter {
-            "broker,controller"
-        } else {
-            "broker"
+        let roles = match (node.voter, spec.controller_only) {
+            (true, true) => "controller",
+            (true, false) => "broker,controller",
+            (false, _) => "broker",
         };
         let child = Command::new(keeld_path())
             .arg("--node-id")

@@ -23,12 +23,14 @@
 //!   module) replication: serving follower fetches, applying them, ISR proposals;
 //! - [`hw`]: the high watermark as a pure function;
 //! - [`isr`]: follower tracking and ISR proposals as pure functions;
+//! - [`upkeep`]: the periodic pass: fsyncs of `flush.mode=interval` topics, retention;
 //! - [`error`]: per-partition errors and their wire mapping.
 
 pub mod error;
 pub mod hw;
 pub mod isr;
 pub mod partition;
+pub mod upkeep;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -74,6 +76,9 @@ pub struct TopicSettings {
     pub min_insync_replicas: usize,
     /// `message.timestamp.type=LogAppendTime`.
     pub log_append_time: bool,
+    /// `flush.mode=interval`: fsync every `flush.ms` instead of before acknowledging; `None`
+    /// for the default `per-record` (acks=all waits for the fsync on every ISR member).
+    pub flush_interval_ms: Option<i64>,
 }
 
 impl TopicSettings {
@@ -105,6 +110,8 @@ impl TopicSettings {
             min_insync_replicas: int("min.insync.replicas").map_or(1, |v| v.max(1) as usize),
             log_append_time: configs.get("message.timestamp.type").map(String::as_str)
                 == Some("LogAppendTime"),
+            flush_interval_ms: (configs.get("flush.mode").map(String::as_str) == Some("interval"))
+                .then(|| int("flush.ms").unwrap_or(1000).max(0)),
         }
     }
 }
@@ -170,6 +177,11 @@ impl PartitionManager {
         for p in all {
             p.checkpoint_hw();
         }
+    }
+
+    /// Every hosted partition.
+    pub fn all(&self) -> Vec<Arc<Partition>> {
+        self.map().values().cloned().collect()
     }
 
     /// The partitions this broker leads.
@@ -401,6 +413,7 @@ mod tests {
         assert_eq!(defaults.log, LogConfig::default());
         assert_eq!(defaults.min_insync_replicas, 1);
         assert!(!defaults.log_append_time);
+        assert_eq!(defaults.flush_interval_ms, None);
 
         let configs: BTreeMap<String, String> = [
             ("max.message.bytes", "2000"),
@@ -410,6 +423,8 @@ mod tests {
             ("segment.bytes", "14"),
             ("index.interval.bytes", "0"),
             ("message.timestamp.type", "LogAppendTime"),
+            ("flush.mode", "interval"),
+            ("flush.ms", "250"),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
@@ -422,6 +437,7 @@ mod tests {
         assert_eq!(s.log.segment_bytes, MIN_SEGMENT_BYTES);
         assert_eq!(s.log.index_interval_bytes, 1);
         assert!(s.log_append_time);
+        assert_eq!(s.flush_interval_ms, Some(250));
         assert_eq!(s.log.validate(), Ok(()));
     }
 

@@ -100,6 +100,8 @@ pub struct Partition {
     leadership: watch::Sender<(bool, LeaderEpoch)>,
     signals: Signals,
     flush_lock: tokio::sync::Mutex<()>,
+    /// When the last fsync finished (ms since the Unix epoch), for `flush.mode=interval`.
+    last_flush_ms: std::sync::atomic::AtomicI64,
 }
 
 fn now_ms() -> i64 {
@@ -138,6 +140,7 @@ impl Partition {
             leadership: watch::channel((false, role.leader_epoch)).0,
             signals,
             flush_lock: tokio::sync::Mutex::new(()),
+            last_flush_ms: std::sync::atomic::AtomicI64::new(now_ms()),
         };
         p.set_role(role);
         p
@@ -312,11 +315,47 @@ impl Partition {
         let mut guard = self.log_mut();
         let log = guard.as_mut().ok_or(PartitionError::LeaderNotAvailable)?;
         let durable = log.finish_flush(job, result)?;
+        self.last_flush_ms
+            .store(now_ms(), std::sync::atomic::Ordering::Relaxed);
         if durable < offset {
             // Truncated meanwhile (not possible on a leader today); report rather than lie.
             return Err(PartitionError::LeaderNotAvailable);
         }
         Ok(())
+    }
+
+    /// The log end, when a `flush.mode=interval` fsync is due: `flush.ms` since the last one
+    /// passed and something is unflushed.
+    pub fn interval_flush_due(&self) -> Option<Offset> {
+        let interval = self.role().settings.flush_interval_ms?;
+        let last = self
+            .last_flush_ms
+            .load(std::sync::atomic::Ordering::Relaxed);
+        if now_ms() - last < interval {
+            return None;
+        }
+        let guard = self.log_ref();
+        let log = guard.as_ref()?;
+        (log.unflushed_bytes() > 0).then(|| log.log_end_offset())
+    }
+
+    /// Bytes appended and not yet fsynced.
+    pub fn unflushed_bytes(&self) -> u64 {
+        self.log_ref().as_ref().map_or(0, Log::unflushed_bytes)
+    }
+
+    /// Deletes segments past the topic's retention, below the high watermark. Blocking.
+    pub fn apply_retention(&self) {
+        let hw = self.high_watermark();
+        if let Some(log) = self.log_mut().as_mut() {
+            match log.apply_retention(hw) {
+                Ok(r) if r.segments_deleted > 0 => tracing::info!(log = %log.name(),
+                    segments = r.segments_deleted, bytes = r.bytes_deleted, log_start = r.log_start,
+                    "retention deleted old segments"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(log = %log.name(), error = %e, "retention failed"),
+            }
+        }
     }
 
     /// Waits until the high watermark reaches `offset` while this broker leads in

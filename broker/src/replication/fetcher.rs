@@ -4,7 +4,8 @@
 //! A round: send each partition's log end and last epoch; apply the answer (append, or
 //! truncate where the leader says the logs diverge); fsync what was appended (group commit,
 //! all partitions at once); only then send the next round, whose fetch offsets therefore tell
-//! the leader what is durable here. A partition whose leader refuses it (not leader, epoch
+//! the leader what is durable here (except for `flush.mode=interval` topics, fsynced by the
+//! upkeep pass). A partition whose leader refuses it (not leader, epoch
 //! mismatch) rests for a moment: the image will say what changed.
 
 use std::collections::{BTreeMap, HashMap};
@@ -220,6 +221,12 @@ async fn apply_round(
     })
     .await
     .unwrap_or_default();
+    // A topic with flush.mode=interval reports its offsets unflushed; the upkeep pass
+    // fsyncs it later.
+    let applied: Vec<_> = applied
+        .into_iter()
+        .filter(|(p, _)| p.role().settings.flush_interval_ms.is_none())
+        .collect();
     let flushes = applied.iter().map(|(p, end)| p.flush_to(*end));
     for (result, (p, _)) in futures_util::future::join_all(flushes)
         .await

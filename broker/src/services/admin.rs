@@ -271,6 +271,109 @@ async fn create_partitions(
     }
 }
 
+/// The partitions an election request names: every partition of each named topic whose list
+/// is empty, every partition of every topic for an empty request (preferred elections only).
+/// Unknown topics and partitions come back as failed results.
+fn election_targets(
+    image: &keel_metadata::image::MetadataImage,
+    req: &ElectLeadersRequest,
+) -> (
+    Vec<(String, keel_metadata::records::TopicId, i32)>,
+    Vec<PartitionResult>,
+) {
+    let mut targets = Vec::new();
+    let mut unknown = Vec::new();
+    let all: Vec<TopicPartitions> = match req.partitions.is_empty() {
+        true => image
+            .topics
+            .values()
+            .map(|t| TopicPartitions {
+                topic: t.name.clone(),
+                ..Default::default()
+            })
+            .collect(),
+        false => req.partitions.clone(),
+    };
+    for tp in all {
+        let Some(t) = image.topic_by_name(&tp.topic) else {
+            unknown.push(PartitionResult {
+                topic: tp.topic.clone(),
+                partition: -1,
+                error: Some(Error::new(
+                    ErrorCode::UnknownTopicOrPartition,
+                    format!("unknown topic {}", tp.topic),
+                )),
+            });
+            continue;
+        };
+        let indexes: Vec<i32> = match tp.partitions.is_empty() {
+            true => t.partitions.keys().copied().collect(),
+            false => tp.partitions.clone(),
+        };
+        for p in indexes {
+            if t.partitions.contains_key(&p) {
+                targets.push((t.name.clone(), t.topic_id, p));
+            } else {
+                unknown.push(PartitionResult {
+                    topic: t.name.clone(),
+                    partition: p,
+                    error: Some(Error::new(
+                        ErrorCode::UnknownTopicOrPartition,
+                        format!("topic {} has no partition {p}", t.name),
+                    )),
+                });
+            }
+        }
+    }
+    (targets, unknown)
+}
+
+async fn elect_leaders(c: ControllerNode, req: ElectLeadersRequest) -> ElectLeadersResponse {
+    use keel_metadata::controller::Election;
+    let election = match ElectionType::try_from(req.election_type) {
+        Ok(ElectionType::Unclean) if req.partitions.is_empty() => {
+            return ElectLeadersResponse {
+                error: Some(invalid(
+                    "an unclean election needs an explicit list of partitions",
+                )),
+                results: vec![],
+            }
+        }
+        Ok(ElectionType::Unclean) => Election::Unclean,
+        Ok(_) => Election::Preferred,
+        Err(_) => {
+            return ElectLeadersResponse {
+                error: Some(invalid(format!(
+                    "unknown election type {}",
+                    req.election_type
+                ))),
+                results: vec![],
+            }
+        }
+    };
+    let (targets, mut results) = election_targets(&c.view().current(), &req);
+    let ids = targets.iter().map(|(_, id, p)| (*id, *p)).collect();
+    match c.elect_leaders(election, ids).await {
+        Ok(outcomes) => {
+            for ((topic, _, partition), outcome) in targets.into_iter().zip(outcomes) {
+                results.push(PartitionResult {
+                    topic,
+                    partition,
+                    error: outcome.err().map(|e| Error::new(e.code(), e.to_string())),
+                });
+            }
+            ElectLeadersResponse {
+                error: None,
+                results,
+            }
+        }
+        Err(e) => ElectLeadersResponse {
+            error: Some(write_error(e)),
+            results,
+        },
+    }
+}
+
 fn describe_configs(shared: &Shared, req: &DescribeConfigsRequest) -> DescribeConfigsResponse {
     let image = shared.view.current();
     let results = req
@@ -438,11 +541,19 @@ impl Admin for AdminService {
 
     async fn elect_leaders(
         &self,
-        _req: Request<ElectLeadersRequest>,
+        req: Request<ElectLeadersRequest>,
     ) -> Reply<ElectLeadersResponse> {
-        Err(Status::unimplemented(
-            "leader elections come with the elastic-cluster work",
-        ))
+        on_controller(
+            &self.shared,
+            req,
+            elect_leaders,
+            |ch, r| Box::pin(async move { AdminClient::new(ch).elect_leaders(r).await }),
+            |_, e| ElectLeadersResponse {
+                error: Some(e),
+                results: vec![],
+            },
+        )
+        .await
     }
 
     async fn alter_partition_reassignments(

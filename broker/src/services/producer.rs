@@ -120,7 +120,10 @@ impl ProducerService {
         let appended = append(&partition, batches).await?;
         if acks == AckMode::All {
             let durable = async {
-                partition.flush_to(appended.next_offset).await?;
+                // flush.mode=interval trades the fsync before the answer for throughput.
+                if settings.flush_interval_ms.is_none() {
+                    partition.flush_to(appended.next_offset).await?;
+                }
                 partition
                     .wait_replicated(appended.next_offset, appended.leader_epoch)
                     .await
