@@ -199,7 +199,7 @@ pub enum ControllerError {
     #[error("invalid ISR proposal")]
     InvalidIsr,
     /// The partition already has the leader the election would give it.
-    #[error("partition {partition} already has a suitable leader ({leader:?})")]
+    #[error("partition {partition} already has a suitable leader{}", leader.map_or(String::new(), |l| format!(" (broker {l})")))]
     ElectionNotNeeded {
         partition: PartitionIndex,
         leader: Option<BrokerId>,
