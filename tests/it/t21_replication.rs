@@ -238,48 +238,9 @@ async fn acked_records_survive_a_whole_cluster_kill() {
     assert_replicas_identical(&mut c, &t.topic_id, &served);
 }
 
-/// One acks=all record to partition 0 through its leader: the base offset or the error code.
+/// One acks=all record to partition 0 of the workload topic: the base offset or the error code.
 async fn produce_one(c: &TestCluster, value: &str) -> Result<i64, ErrorCode> {
-    let m = metadata(c, 1).await;
-    let t = topics_by_name(&m)[TOPIC].clone();
-    let leader = leader_of(&t, 0).ok_or(ErrorCode::LeaderNotAvailable)?;
-    let w = Workload {
-        urls: vec![c.client_url(leader)],
-        ..(*workload(c)).clone()
-    };
-    let mut client = keel_proto::v1::producer_client::ProducerClient::new(
-        tonic::transport::Channel::from_shared(w.urls[0].clone())
-            .expect("url")
-            .connect_lazy(),
-    );
-    let req = ProduceRequest {
-        acks: Acks::All as i32,
-        timeout_ms: 15_000,
-        topics: vec![TopicProduceData {
-            topic: TOPIC.into(),
-            partitions: vec![PartitionProduceData {
-                partition: 0,
-                data: Some(partition_produce_data::Data::Records(ProducerRecords {
-                    records: vec![ProducerRecord {
-                        key: None,
-                        value: Some(Bytes::from(value.to_owned())),
-                        headers: vec![],
-                        timestamp: None,
-                    }],
-                    idempotent_producer: None,
-                })),
-            }],
-        }],
-    };
-    let resp = client
-        .produce(req)
-        .await
-        .map_err(|_| ErrorCode::RequestTimedOut)?;
-    let p = resp.into_inner().topics.remove(0).partitions.remove(0);
-    match p.error {
-        None => Ok(p.base_offset.expect("offset")),
-        Some(e) => Err(ErrorCode::try_from(e.code).unwrap_or(ErrorCode::UnknownServerError)),
-    }
+    produce_to(c, 1, TOPIC, value).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -340,7 +301,7 @@ async fn produce_to(c: &TestCluster, on: u32, topic: &str, value: &str) -> Resul
     );
     let req = ProduceRequest {
         acks: Acks::All as i32,
-        timeout_ms: 5_000,
+        timeout_ms: 15_000,
         topics: vec![TopicProduceData {
             topic: topic.into(),
             partitions: vec![PartitionProduceData {

@@ -48,6 +48,18 @@ pub struct Role {
     pub settings: TopicSettings,
 }
 
+impl Role {
+    /// `NOT_LEADER` with this role's leader and epoch (no endpoint: callers that have the
+    /// image add it).
+    pub fn not_leader(&self) -> PartitionError {
+        PartitionError::NotLeader {
+            leader: self.leader_id,
+            endpoint: None,
+            leader_epoch: self.leader_epoch,
+        }
+    }
+}
+
 /// Offsets of a partition at one moment.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Offsets {
@@ -358,6 +370,22 @@ impl Partition {
         }
     }
 
+    /// Fsyncs each partition up to its offset, all at once; failures are logged (the log is
+    /// poisoned and refuses writes from then on).
+    pub async fn flush_each(targets: &[(Arc<Partition>, Offset)], what: &str) {
+        let flushes = targets.iter().map(|(p, end)| p.flush_to(*end));
+        for (result, (p, _)) in futures_util::future::join_all(flushes)
+            .await
+            .iter()
+            .zip(targets)
+        {
+            if let Err(e) = result {
+                tracing::error!(topic_id = %p.topic_id, partition = p.index, error = %e, what,
+                    "fsync failed");
+            }
+        }
+    }
+
     /// Waits until the high watermark reaches `offset` while this broker leads in
     /// `leader_epoch`; if it stops leading first, the records may or may not survive, and
     /// the caller hears `NOT_LEADER` (retriable).
@@ -370,14 +398,7 @@ impl Partition {
         let mut leadership = self.leadership.subscribe();
         tokio::select! {
             _ = hw.wait_for(|hw| *hw >= offset) => Ok(()),
-            _ = leadership.wait_for(|l| *l != (true, leader_epoch)) => {
-                let role = self.role();
-                Err(PartitionError::NotLeader {
-                    leader: role.leader_id,
-                    endpoint: None,
-                    leader_epoch: role.leader_epoch,
-                })
-            }
+            _ = leadership.wait_for(|l| *l != (true, leader_epoch)) => Err(self.role().not_leader()),
         }
     }
 

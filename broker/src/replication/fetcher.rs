@@ -227,15 +227,5 @@ async fn apply_round(
         .into_iter()
         .filter(|(p, _)| p.role().settings.flush_interval_ms.is_none())
         .collect();
-    let flushes = applied.iter().map(|(p, end)| p.flush_to(*end));
-    for (result, (p, _)) in futures_util::future::join_all(flushes)
-        .await
-        .iter()
-        .zip(&applied)
-    {
-        if let Err(e) = result {
-            tracing::error!(topic_id = %p.topic_id, partition = p.index, error = %e,
-                "follower fsync failed");
-        }
-    }
+    Partition::flush_each(&applied, "follower").await;
 }

@@ -62,11 +62,7 @@ impl Partition {
     pub fn serve_replica_fetch(&self, f: &ReplicaFetch) -> Result<Fetched, PartitionError> {
         let role = self.role();
         if !role.leader {
-            return Err(PartitionError::NotLeader {
-                leader: role.leader_id,
-                endpoint: None,
-                leader_epoch: role.leader_epoch,
-            });
+            return Err(role.not_leader());
         }
         check_epoch(f.current_leader_epoch, role.leader_epoch)?;
         if !role.replicas.contains(&f.replica) {
@@ -229,11 +225,7 @@ impl Partition {
     ) -> Result<Option<(LeaderEpoch, Offset)>, PartitionError> {
         let role = self.role();
         if !role.leader {
-            return Err(PartitionError::NotLeader {
-                leader: role.leader_id,
-                endpoint: None,
-                leader_epoch: role.leader_epoch,
-            });
+            return Err(role.not_leader());
         }
         check_epoch(current_leader_epoch, role.leader_epoch)?;
         let guard = self.log_ref();
