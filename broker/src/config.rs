@@ -5,7 +5,8 @@
 //! `node_id`, `roles` (`broker`, `controller` or `broker,controller`), `listen` (client gRPC),
 //! `internal_listen` (Raft, controller and replication traffic), `http_listen` (metrics and
 //! health), `data_dir`, `controller_voters` (`1@host:port,2@host:port,...`), `rack`,
-//! `broker_session_timeout_ms`, `broker_heartbeat_interval_ms`, `replica_lag_time_max_ms`.
+//! `broker_session_timeout_ms`, `broker_heartbeat_interval_ms`, `replica_lag_time_max_ms`,
+//! `advertised_host`.
 //!
 //! Library code never reads the environment: the binary hands [`Config::load`] the environment
 //! provider ([`Config::env`]), and tests hand it whatever they like.
@@ -21,7 +22,7 @@ use figment::{Figment, Provider};
 use serde::{Deserialize, Serialize};
 
 /// Every key of the config, as written in TOML (and, upper-cased, after `KEEL_`).
-pub const KEYS: [&str; 11] = [
+pub const KEYS: [&str; 12] = [
     "node_id",
     "roles",
     "listen",
@@ -33,6 +34,7 @@ pub const KEYS: [&str; 11] = [
     "broker_session_timeout_ms",
     "broker_heartbeat_interval_ms",
     "replica_lag_time_max_ms",
+    "advertised_host",
 ];
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -62,6 +64,10 @@ pub struct Config {
     /// A follower that has not caught up with its leader for this long leaves the ISR
     /// (Kafka's `replica.lag.time.max.ms`).
     pub replica_lag_time_max_ms: u64,
+    /// The host name or address other brokers and clients use to reach this node (Kafka's
+    /// `advertised.listeners`, one host for both listeners, with their ports). Unset: the
+    /// listeners' own addresses, which must then not be unspecified (`0.0.0.0`, `::`).
+    pub advertised_host: Option<String>,
 }
 
 impl Default for Config {
@@ -78,6 +84,7 @@ impl Default for Config {
             broker_session_timeout_ms: 9000,
             broker_heartbeat_interval_ms: 2000,
             replica_lag_time_max_ms: 30_000,
+            advertised_host: None,
         }
     }
 }
@@ -246,6 +253,15 @@ pub enum ConfigError {
          broker_session_timeout_ms ({timeout})"
     )]
     BadHeartbeat { interval: u64, timeout: u64 },
+    #[error(
+        "advertised_host: {0:?} must be a host name or address (letters, digits, '.', '-', ':')"
+    )]
+    BadAdvertisedHost(String),
+    #[error(
+        "advertised_host: required when {key} listens on the unspecified address {addr}: \
+         other nodes cannot reach that"
+    )]
+    UnreachableListener { key: &'static str, addr: SocketAddr },
     #[error("replica_lag_time_max_ms: must be at least 100, got {0}")]
     BadReplicaLag(u64),
     #[error("config file {path}: not found")]
@@ -336,6 +352,28 @@ impl Config {
         }
         if self.replica_lag_time_max_ms < 100 {
             return Err(ConfigError::BadReplicaLag(self.replica_lag_time_max_ms));
+        }
+        match &self.advertised_host {
+            Some(host) => {
+                let ok = !host.is_empty()
+                    && host.len() <= 253
+                    && host
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b".-:".contains(&b));
+                if !ok {
+                    return Err(ConfigError::BadAdvertisedHost(host.clone()));
+                }
+            }
+            None => {
+                for (key, addr) in [
+                    ("listen", self.listen),
+                    ("internal_listen", self.internal_listen),
+                ] {
+                    if addr.ip().is_unspecified() {
+                        return Err(ConfigError::UnreachableListener { key, addr });
+                    }
+                }
+            }
         }
         if let Some(rack) = &self.rack {
             let ok = (1..=64).contains(&rack.len())
@@ -477,6 +515,27 @@ mod tests {
                 },
                 "broker_heartbeat_interval_ms",
             ),
+            (
+                Config {
+                    replica_lag_time_max_ms: 5,
+                    ..Config::dev()
+                },
+                "replica_lag_time_max_ms",
+            ),
+            (
+                Config {
+                    listen: SocketAddr::from(([0, 0, 0, 0], 9292)),
+                    ..Config::dev()
+                },
+                "advertised_host: required when listen",
+            ),
+            (
+                Config {
+                    advertised_host: Some("a host".into()),
+                    ..Config::dev()
+                },
+                "advertised_host",
+            ),
         ];
         for (config, needle) in cases {
             let err = config.validate().unwrap_err().to_string();
@@ -492,6 +551,13 @@ mod tests {
             Ok(()),
             "a broker need not be a voter"
         );
+        let in_a_container = Config {
+            listen: SocketAddr::from(([0, 0, 0, 0], 9292)),
+            internal_listen: SocketAddr::from(([0, 0, 0, 0], 9293)),
+            advertised_host: Some("keel-0.keel".into()),
+            ..Config::dev()
+        };
+        assert_eq!(in_a_container.validate(), Ok(()));
     }
 
     #[test]

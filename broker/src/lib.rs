@@ -319,7 +319,8 @@ fn local_addr(l: &TcpListener, configured: SocketAddr) -> SocketAddr {
 }
 
 fn identity(config: &Config, client: SocketAddr, internal: SocketAddr) -> lifecycle::Identity {
-    let ep = |a: SocketAddr| (a.ip().to_string(), a.port());
+    let host = |a: SocketAddr| config.advertised_host.clone().unwrap_or(a.ip().to_string());
+    let ep = |a: SocketAddr| (host(a), a.port());
     lifecycle::Identity {
         broker_id: config.node_id as i32,
         client: ep(client),
