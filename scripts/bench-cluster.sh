@@ -4,7 +4,9 @@
 # acks=all at full speed, acks=all at half that rate (latency), acks=1 at full speed, and one
 # consumer reading the topic back. Prints each result as JSON lines on stdout.
 #
-#   scripts/bench-cluster.sh [RECORDS] [RECORD_SIZE] [PRODUCERS]   (defaults 200000 1024 4)
+#   scripts/bench-cluster.sh [RECORDS] [RECORD_SIZE] [PRODUCERS] [BATCH_SIZE]
+#   (defaults 200000 1024 4 1048576: 1 MiB batches, linger 5 ms, as the OpenMessaging
+#   Benchmark's Kafka driver uses)
 #
 # Uses release binaries (KEELD / KEEL override them); the cluster's data goes to a fresh
 # temporary folder and the cluster is stopped at the end.
@@ -13,6 +15,7 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 records="${1:-200000}"
 size="${2:-1024}"
 producers="${3:-4}"
+batch="${4:-1048576}"
 target="${CARGO_TARGET_DIR:-$root/target}"
 if [[ -z "${KEELD:-}" || -z "${KEEL:-}" ]]; then
     (cd "$root" && bash scripts/setup.sh >&2 && cargo build --release --locked -p keel-broker -p keel-cli >&2)
@@ -29,7 +32,7 @@ bench() {
     k topic create "$topic" -p 6 -r 3 --config min.insync.replicas=2 >&2
     sleep 2 # leaders take their partitions
     k bench produce --topic "$topic" --records "$records" --record-size "$size" \
-        --producers "$producers" "$@" -o json | tr -d '\n'
+        --producers "$producers" --batch-size "$batch" "$@" -o json | tr -d '\n'
     echo
 }
 peak="$(bench all-peak --acks all)"

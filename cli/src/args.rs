@@ -216,6 +216,12 @@ pub struct BenchProduceArgs {
     /// Compression codec of the batches.
     #[arg(long, default_value = "none", value_parser = parse_compression)]
     pub compression: Compression,
+    /// Most bytes per batch (Kafka's batch.size; the producer's default is 16384).
+    #[arg(long, default_value_t = 16 * 1024, value_parser = value_parser!(u64).range(1..=(64 << 20)))]
+    pub batch_size: u64,
+    /// Longest wait for a batch to fill, in milliseconds (Kafka's linger.ms).
+    #[arg(long, default_value_t = 5)]
+    pub linger_ms: u64,
 }
 
 /// `keel bench consume`

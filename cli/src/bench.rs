@@ -111,6 +111,8 @@ pub async fn produce(
     let options = ProducerOptions {
         acks: args.acks.into(),
         compression: args.compression,
+        batch_size: args.batch_size as usize,
+        linger: std::time::Duration::from_millis(args.linger_ms),
         ..ProducerOptions::default()
     };
     let mut producers = Vec::new();

@@ -4,6 +4,7 @@ mod t10_quorum;
 mod t11_cli;
 mod t12_client;
 mod t13_cli_data;
+mod t14_python;
 mod t20_data;
 mod t21_replication;
 mod t50_storage_crash;
