@@ -22,8 +22,14 @@ if [[ -z "${KEELD:-}" || -z "${KEEL:-}" ]]; then
 fi
 export KEELD="${KEELD:-$target/release/keeld}"
 keel="${KEEL:-$target/release/keel}"
-export KEEL_LOCAL_DIR="${KEEL_LOCAL_DIR:-$(mktemp -d /tmp/keel-bench.XXXXXX)}"
-trap '"$root/deploy/local-cluster.sh" down >&2' EXIT
+# A run writes RECORDS x RECORD_SIZE x 3 replicas x 3 topics: the data goes at the end.
+if [[ -z "${KEEL_LOCAL_DIR:-}" ]]; then
+    KEEL_LOCAL_DIR="$(mktemp -d /tmp/keel-bench.XXXXXX)"
+    trap '"$root/deploy/local-cluster.sh" down >&2; rm -rf "$KEEL_LOCAL_DIR"' EXIT
+else
+    trap '"$root/deploy/local-cluster.sh" down >&2' EXIT
+fi
+export KEEL_LOCAL_DIR
 "$root/deploy/local-cluster.sh" up >&2
 k() { "$keel" --bootstrap 127.0.0.1:9292,127.0.0.1:9392,127.0.0.1:9492 "$@"; }
 bench() {
