@@ -74,6 +74,8 @@ pub enum Command {
     /// Run partition leader elections.
     #[command(subcommand)]
     Leader(LeaderCommand),
+    /// Print a shell completion script (`keel completions bash > /etc/bash_completion.d/keel`).
+    Completions(CompletionsArgs),
 }
 
 /// `keel leader ...`
@@ -190,6 +192,38 @@ pub enum BenchCommand {
     Produce(BenchProduceArgs),
     /// Read a topic from the beginning and report throughput and poll latency.
     Consume(BenchConsumeArgs),
+    /// Produce and consume at once and report the produce-to-consume latency of each record.
+    E2e(BenchE2eArgs),
+}
+
+/// `keel bench e2e`
+#[derive(clap::Args, Debug, Clone, PartialEq, Eq)]
+pub struct BenchE2eArgs {
+    /// Topic to write to and read from (it must exist).
+    #[arg(long)]
+    pub topic: String,
+    /// Records to send and receive.
+    #[arg(long, default_value_t = 10_000, value_parser = value_parser!(u64).range(1..))]
+    pub records: u64,
+    /// Value size of each record, in bytes (at least 8: the send time travels in the value).
+    #[arg(long, default_value_t = 100, value_parser = value_parser!(u64).range(8..))]
+    pub record_size: u64,
+    /// Records per second (default 1,000: latency is measured below saturation).
+    #[arg(long, default_value_t = 1_000, value_parser = value_parser!(u64).range(1..))]
+    pub rate: u64,
+    /// Replicas that must have a record before it counts as written.
+    #[arg(long, value_enum, default_value_t = AcksArg::All)]
+    pub acks: AcksArg,
+    /// Give up when no record arrived for this long, in milliseconds.
+    #[arg(long, default_value_t = 10_000)]
+    pub timeout_ms: u64,
+}
+
+/// `keel completions SHELL`
+#[derive(clap::Args, Debug, Clone, PartialEq, Eq)]
+pub struct CompletionsArgs {
+    /// The shell to write a completion script for.
+    pub shell: clap_complete::Shell,
 }
 
 /// `keel bench produce`

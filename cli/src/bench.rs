@@ -20,7 +20,7 @@ use keel_client::{
 use serde::Serialize;
 use tokio::sync::mpsc;
 
-use crate::args::{BenchConsumeArgs, BenchProduceArgs};
+use crate::args::{BenchConsumeArgs, BenchE2eArgs, BenchProduceArgs};
 use crate::CliError;
 
 /// Latencies up to an hour are recorded; longer ones are clamped.
@@ -29,13 +29,13 @@ const MAX_LATENCY_US: u64 = 3_600_000_000;
 /// What a benchmark measured.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct BenchResult {
-    /// `produce` or `consume`.
+    /// `produce`, `consume` or `e2e`.
     pub kind: &'static str,
     /// The topic.
     pub topic: String,
     /// Records sent (acknowledged) or read.
     pub records: u64,
-    /// Records that failed (produce).
+    /// Records that failed (produce) or never arrived (e2e).
     pub errors: u64,
     /// Bytes of record values.
     pub bytes: u64,
@@ -45,7 +45,8 @@ pub struct BenchResult {
     pub records_per_s: f64,
     /// Value megabytes (10^6 bytes) per second.
     pub mb_per_s: f64,
-    /// What the latency measures: `delivery` (send to ack) or `poll`.
+    /// What the latency measures: `delivery` (send to ack), `poll`, or `end_to_end` (send
+    /// to arrival at the consumer).
     pub latency_of: &'static str,
     /// Latency percentiles in milliseconds.
     pub latency_ms: Latency,
@@ -56,6 +57,8 @@ pub struct BenchResult {
 pub struct Latency {
     /// Median.
     pub p50: f64,
+    /// 95th percentile.
+    pub p95: f64,
     /// 99th percentile.
     pub p99: f64,
     /// 99.9th percentile.
@@ -69,6 +72,7 @@ impl Latency {
         let ms = |us: u64| us as f64 / 1000.0;
         Self {
             p50: ms(h.value_at_quantile(0.5)),
+            p95: ms(h.value_at_quantile(0.95)),
             p99: ms(h.value_at_quantile(0.99)),
             p999: ms(h.value_at_quantile(0.999)),
             max: ms(h.max()),
@@ -310,6 +314,84 @@ pub async fn consume(
     ))
 }
 
+/// Microseconds since the Unix epoch: the send time carried in an e2e record's first bytes
+/// (producer and consumer run in this one process, so their clocks agree).
+fn now_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+/// `keel bench e2e`: one producer at a fixed rate and one consumer reading the new records;
+/// each record's latency is its arrival time at the consumer minus its send time.
+pub async fn e2e(bootstrap: &[String], args: &BenchE2eArgs) -> Result<BenchResult, CliError> {
+    let mut consumer = Consumer::connect(bootstrap, ConsumerOptions::default()).await?;
+    consumer.assign_topic(&args.topic).await?;
+    consumer.seek_all(Position::End);
+    // Resolve the end positions before anything is sent, so every sent record is read.
+    consumer.poll(Duration::from_millis(1)).await?;
+    let options = ProducerOptions {
+        acks: args.acks.into(),
+        linger: Duration::ZERO,
+        ..ProducerOptions::default()
+    };
+    let producer = Producer::connect(bootstrap, options).await?;
+    producer.partitions(&args.topic).await?;
+    let (topic, count, size) = (args.topic.clone(), args.records, args.record_size as usize);
+    let interval = Duration::from_secs_f64(1.0 / args.rate as f64);
+    let sender = tokio::spawn(async move {
+        let start = tokio::time::Instant::now();
+        for i in 0..count {
+            tokio::time::sleep_until(start + interval.mul_f64(i as f64)).await;
+            let mut value = vec![0u8; size];
+            value[..8].copy_from_slice(&now_us().to_be_bytes());
+            if let Err(e) = producer.send(ProducerRecord::new(&topic, value)).await {
+                producer.close().await;
+                return Err(e);
+            }
+        }
+        producer.close().await;
+        Ok(())
+    });
+    let bar = progress(args.records);
+    let idle_limit = Duration::from_millis(args.timeout_ms);
+    let mut latency = histogram();
+    let (mut records, mut bytes) = (0u64, 0u64);
+    let start = Instant::now();
+    let mut last_record = Instant::now();
+    while records < args.records && last_record.elapsed() < idle_limit {
+        let batch = consumer.poll(Duration::from_millis(100)).await?;
+        let arrived = now_us();
+        for r in &batch {
+            let Some(v) = r.value.as_ref().filter(|v| v.len() >= 8) else {
+                continue;
+            };
+            let sent = u64::from_be_bytes(v[..8].try_into().expect("8 bytes"));
+            record_latency(
+                &mut latency,
+                Duration::from_micros(arrived.saturating_sub(sent)),
+            );
+            records += 1;
+            bytes += v.len() as u64;
+            last_record = Instant::now();
+        }
+        bar.set_position(records.min(args.records));
+    }
+    let elapsed = start.elapsed();
+    bar.finish_and_clear();
+    sender
+        .await
+        .map_err(|e| CliError::Io(format!("the producer task failed: {e}")))??;
+    Ok(result(
+        "e2e",
+        &args.topic,
+        (records, args.records.saturating_sub(records), bytes),
+        elapsed,
+        "end_to_end",
+        &latency,
+    ))
+}
+
 fn result(
     kind: &'static str,
     topic: &str,
@@ -355,6 +437,7 @@ mod tests {
         assert_eq!(r.mb_per_s, 2.0);
         // hdrhistogram keeps 3 significant digits.
         assert!((r.latency_ms.p50 - 500.0).abs() < 1.0, "{:?}", r.latency_ms);
+        assert!((r.latency_ms.p95 - 950.0).abs() < 1.0, "{:?}", r.latency_ms);
         assert!((r.latency_ms.p99 - 990.0).abs() < 1.0, "{:?}", r.latency_ms);
         assert!(
             (r.latency_ms.p999 - 999.0).abs() < 1.0,

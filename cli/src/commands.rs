@@ -106,7 +106,11 @@ pub fn plan(command: &Command) -> Result<Plan, CliError> {
                 .collect(),
         },
         // `run` serves the data verbs itself; they have no admin plan.
-        Command::Produce(_) | Command::Consume(_) | Command::Offsets { .. } | Command::Bench(_) => {
+        Command::Produce(_)
+        | Command::Consume(_)
+        | Command::Offsets { .. }
+        | Command::Bench(_)
+        | Command::Completions(_) => {
             return Err(CliError::InvalidArgument(
                 "not an admin verb: run it with keel_cli::run".to_string(),
             ))

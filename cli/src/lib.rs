@@ -73,6 +73,15 @@ pub async fn run(args: &Args) -> Result<Report, CliError> {
         Command::Bench(BenchCommand::Consume(b)) => {
             return Ok(Report::Bench(bench::consume(bootstrap, b).await?))
         }
+        Command::Bench(BenchCommand::E2e(b)) => {
+            return Ok(Report::Bench(bench::e2e(bootstrap, b).await?))
+        }
+        Command::Completions(c) => {
+            let mut command = <Args as clap::CommandFactory>::command();
+            let mut out = Vec::new();
+            clap_complete::generate(c.shell, &mut command, "keel", &mut out);
+            return Ok(Report::Text(String::from_utf8_lossy(&out).into_owned()));
+        }
         _ => {}
     }
     let plan = plan(&args.command)?;

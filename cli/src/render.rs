@@ -43,6 +43,8 @@ pub enum Report {
     Bench(BenchResult),
     /// `leader elect`: one row per partition.
     Elections(Vec<ElectionResult>),
+    /// Text printed as it is, whatever the output format (`completions`).
+    Text(String),
     /// `produce`, `consume`: they printed as they went; nothing is left to print.
     Streamed,
 }
@@ -117,6 +119,9 @@ impl Report {
         if *self == Report::Streamed {
             return String::new();
         }
+        if let Report::Text(text) = self {
+            return text.clone();
+        }
         match format {
             OutputFormat::Json => render_json(self),
             OutputFormat::Table => render_tables(self),
@@ -163,7 +168,7 @@ fn render_tables(report: &Report) -> String {
                 ]
             }),
         )],
-        Report::Streamed => vec![],
+        Report::Streamed | Report::Text(_) => vec![],
     };
     tables.join("\n")
 }
@@ -376,6 +381,7 @@ fn bench_table(b: &BenchResult) -> String {
             "MB/S",
             "LATENCY OF",
             "P50 MS",
+            "P95 MS",
             "P99 MS",
             "P999 MS",
             "MAX MS",
@@ -390,6 +396,7 @@ fn bench_table(b: &BenchResult) -> String {
             format!("{:.2}", b.mb_per_s),
             b.latency_of.to_string(),
             format!("{:.2}", l.p50),
+            format!("{:.2}", l.p95),
             format!("{:.2}", l.p99),
             format!("{:.2}", l.p999),
             format!("{:.2}", l.max),

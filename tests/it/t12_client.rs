@@ -365,3 +365,91 @@ async fn acks_streams_and_refusals_on_one_node() {
     let err = other.assign_topic("no-such-topic").await.unwrap_err();
     assert_eq!(err.code_name(), "UNKNOWN_TOPIC_OR_PARTITION");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_records_survive_a_leader_kill_with_client_retries() {
+    let mut c = TestCluster::start(Spec::default());
+    wait_unfenced(&c, 1, &[1, 2, 3]).await;
+    let admin = AdminClient::connect(&bootstrap(&c)).await.expect("admin");
+    let topic = NewTopic::new("retried").partitions(3).replication_factor(3);
+    eventually(READY, "topic created", async || {
+        let created = admin
+            .create_topics(std::slice::from_ref(&topic), false)
+            .await
+            .ok()?;
+        created[0].error.is_none().then_some(())
+    })
+    .await;
+    let leader_of_0 = eventually(READY, "a leader of partition 0", async || {
+        let m = admin.metadata(&["retried".into()], false).await.ok()?;
+        m.topics[0]
+            .partitions
+            .iter()
+            .find(|p| p.partition == 0)?
+            .leader
+    })
+    .await as u32;
+
+    // Sends continue while partition 0's leader is killed: the producer must refresh
+    // metadata and retry on the new leader.
+    let p = producer(&c, ProducerOptions::default()).await;
+    let mut deliveries = Vec::new();
+    for i in 0..600 {
+        if i == 200 {
+            c.kill(leader_of_0);
+        }
+        let record = ProducerRecord::new("retried", format!("v{i}")).partition(i % 3);
+        deliveries.push((i, p.send(record).await.expect("queued")));
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let mut acked = Vec::new();
+    for (i, d) in deliveries {
+        if let Ok(m) = d.await {
+            acked.push((m.partition, m.offset.expect("offset"), format!("v{i}")));
+        }
+    }
+    assert!(
+        acked.len() >= 550,
+        "only {} of 600 acknowledged",
+        acked.len()
+    );
+    c.start_node(leader_of_0);
+
+    // Everything below the high watermarks: the acknowledged records and any retried copies.
+    let total: i64 = eventually(READY, "offsets of every partition", async || {
+        let offsets = consumer(&c, ConsumerOptions::default())
+            .await
+            .list_offsets("retried")
+            .await
+            .ok()?;
+        Some(offsets.iter().map(|p| p.latest - p.earliest).sum())
+    })
+    .await;
+    let stored: BTreeMap<(i32, i64), String> = read_all(&c, "retried", total as usize)
+        .await
+        .into_iter()
+        .map(|r| {
+            let v = String::from_utf8_lossy(r.value.as_deref().unwrap()).into_owned();
+            ((r.partition, r.offset), v)
+        })
+        .collect();
+    for (partition, offset, value) in &acked {
+        assert_eq!(
+            stored.get(&(*partition, *offset)),
+            Some(value),
+            "acknowledged {value} at {partition}/{offset}"
+        );
+    }
+    // Per partition, acknowledged records keep their send order.
+    for part in 0..3 {
+        let offsets: Vec<i64> = acked
+            .iter()
+            .filter(|(p, _, _)| *p == part)
+            .map(|(_, o, _)| *o)
+            .collect();
+        assert!(
+            offsets.windows(2).all(|w| w[0] < w[1]),
+            "partition {part}: {offsets:?}"
+        );
+    }
+}

@@ -311,3 +311,107 @@ async fn produce_consume_offsets_and_bench_round_trip() {
     assert_eq!(b["kind"], "consume");
     assert_eq!(b["records"], total);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_keyed_lines_through_a_replicated_topic() {
+    let c = TestCluster::start(Spec::default());
+    wait_unfenced(&c, 1, &[1, 2, 3]).await;
+    let cli = Cli {
+        bootstrap: bootstrap(&c).join(","),
+    };
+    cli.ok(&["topic", "create", "rep", "-p", "6", "-r", "3"], "");
+    let describe = crate::t10_quorum::eventually(
+        crate::t10_quorum::READY,
+        "every partition led with three ISR members",
+        async || {
+            let out = cli.run(&["topic", "describe", "rep", "-o", "json"], "");
+            let v: Value = serde_json::from_str(&out.stdout).ok()?;
+            let parts = v["partitions"].as_array()?.clone();
+            let full = parts.len() == 6
+                && parts.iter().all(|p| {
+                    p["isr"].as_array().is_some_and(|isr| isr.len() == 3) && !p["leader"].is_null()
+                });
+            full.then_some(v)
+        },
+    )
+    .await;
+    assert_eq!(
+        describe["partitions"][0]["replicas"]
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
+
+    // 10,000 lines over 50 keys; each key's values must come back in the order sent.
+    let input: String = (0..10_000).map(|i| format!("k{}:v{i}\n", i % 50)).collect();
+    cli.ok(&["produce", "rep", "--key-separator", ":"], &input);
+    let out = cli.ok(
+        &[
+            "consume",
+            "rep",
+            "--from-beginning",
+            "--max-messages",
+            "10000",
+            "--timeout-ms",
+            "30000",
+            "--format",
+            "json",
+        ],
+        "",
+    );
+    let records = json_lines(&out.stdout);
+    assert_eq!(records.len(), 10_000);
+    let mut per_key: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    for r in &records {
+        let key = r["key"].as_str().expect("key").to_string();
+        let value = r["value"].as_str().expect("value");
+        let p = r["partition"].as_i64().unwrap() as i32;
+        assert_eq!(p, partition_for_key(key.as_bytes(), 6), "{key}");
+        per_key
+            .entry(key)
+            .or_default()
+            .push(value[1..].parse().expect("v<i>"));
+    }
+    assert_eq!(per_key.len(), 50);
+    for (key, values) in &per_key {
+        assert_eq!(values.len(), 200, "{key}");
+        assert!(
+            values.windows(2).all(|w| w[0] < w[1]),
+            "{key}: out of order"
+        );
+    }
+
+    // Produce-to-consume latency on the replicated topic, as JSON.
+    let out = cli.ok(
+        &[
+            "bench",
+            "e2e",
+            "--topic",
+            "rep",
+            "--records",
+            "300",
+            "--rate",
+            "300",
+            "-o",
+            "json",
+        ],
+        "",
+    );
+    let e2e: Value = serde_json::from_str(&out.stdout).expect("one JSON document");
+    assert_eq!(e2e["kind"], "e2e");
+    assert_eq!(e2e["records"], 300);
+    assert_eq!(e2e["errors"], 0);
+    assert_eq!(e2e["latency_of"], "end_to_end");
+    let p50 = e2e["latency_ms"]["p50"].as_f64().unwrap();
+    let p95 = e2e["latency_ms"]["p95"].as_f64().unwrap();
+    assert!(p50 > 0.0 && p95 >= p50, "{e2e}");
+
+    // Shell completions name the verbs.
+    let out = cli.ok(&["completions", "bash"], "");
+    assert!(
+        out.stdout.contains("complete") && out.stdout.contains("leader"),
+        "{}",
+        out.stdout
+    );
+}
