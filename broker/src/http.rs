@@ -2,7 +2,7 @@
 //! at all; `/readyz` answers 200 only when the node is ready for traffic: a broker registered
 //! and unfenced (so caught up with the metadata log), a controller-only node in a quorum with a
 //! leader. Otherwise 503 with the reason, for load balancers and Kubernetes probes.
-//! (`/metrics` comes with the operations work.)
+//! `/metrics` serves the Prometheus text of [`crate::metrics`].
 
 use std::sync::Arc;
 
@@ -23,6 +23,8 @@ pub struct Probes {
     pub shared: Arc<Shared>,
     /// The broker role's registration, when the node has that role.
     pub broker: Option<watch::Receiver<Status>>,
+    /// What `/metrics` reads.
+    pub metrics: crate::metrics::Sources,
 }
 
 impl Probes {
@@ -57,11 +59,16 @@ async fn readyz(State(probes): State<Probes>) -> (StatusCode, String) {
     }
 }
 
+async fn metrics(State(probes): State<Probes>) -> String {
+    probes.metrics.render()
+}
+
 /// Serves the probes on `listener` until `stop` turns true.
 pub async fn serve(listener: TcpListener, probes: Probes, mut stop: watch::Receiver<bool>) {
     let app = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .with_state(probes);
     let stopped = async move {
         let _ = stop.wait_for(|s| *s).await;

@@ -6,7 +6,8 @@
 //! - [`quorum`]: the controller role: the metadata Raft node and its bootstrap.
 //! - [`lifecycle`]: the broker role's registration, heartbeats and controlled shutdown.
 //! - [`follower`]: how a broker without the controller role follows the metadata.
-//! - [`http`]: the HTTP side listener: `/healthz` and `/readyz`.
+//! - [`http`]: the HTTP side listener: `/healthz`, `/readyz` and `/metrics`.
+//! - [`metrics`]: the Prometheus metrics.
 //! - [`partitions`]: the partition manager: the partition replicas this broker hosts, their
 //!   logs, leadership, high watermarks and per-partition replication logic.
 //! - [`replication`]: the follower fetchers and the leader's ISR upkeep.
@@ -23,6 +24,7 @@ pub mod config;
 pub mod follower;
 pub mod http;
 pub mod lifecycle;
+pub mod metrics;
 pub mod partitions;
 pub mod quorum;
 pub mod replication;
@@ -163,8 +165,10 @@ impl Node {
                 stop_rx.clone(),
             )));
         }
+        let metrics = Arc::new(metrics::Metrics::default());
         if let Some(p) = &partitions {
             let ctx = Arc::new(replication::Context {
+                metrics: metrics.clone(),
                 me: config.node_id as i32,
                 shared: shared.clone(),
                 partitions: p.clone(),
@@ -192,6 +196,11 @@ impl Node {
         let probes = http::Probes {
             shared: shared.clone(),
             broker: config.roles.is_broker().then(|| status.clone()),
+            metrics: metrics::Sources {
+                metrics,
+                shared: shared.clone(),
+                partitions: partitions.clone(),
+            },
         };
         tasks.push(tokio::spawn(http::serve(
             http,

@@ -434,3 +434,89 @@ async fn an_unclean_election_brings_an_offline_partition_back_and_the_old_leader
         );
     }
 }
+
+/// The body of `GET path` on `addr`, or `None` when nothing answers.
+async fn http_get(addr: std::net::SocketAddr, path: &str) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
+    let req = format!("GET {path} HTTP/1.1\r\nHost: keel\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.ok()?;
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).await.ok()?;
+    Some(answer.split_once("\r\n\r\n")?.1.to_owned())
+}
+
+/// The value of the metric line starting with `prefix` (name and labels) in `text`.
+fn metric(text: &str, prefix: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(prefix))?
+        .rsplit(' ')
+        .next()?
+        .parse()
+        .ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_report_partitions_and_interval_flushes_reach_the_disk() {
+    let c = TestCluster::start(Spec::default());
+    wait_unfenced(&c, 1, &[1, 2, 3]).await;
+    create_topic(&c).await;
+    let mut t = topic("lazy", 1, 3);
+    t.configs.insert("flush.mode".into(), "interval".into());
+    t.configs.insert("flush.ms".into(), "200".into());
+    create_until_ok(&c, 1, t, READY).await;
+    let leader = eventually(READY, "partition 0 led", async || {
+        let m = try_metadata(&c, 1).await?;
+        leader_of(topics_by_name(&m).get(TOPIC)?, 0)
+    })
+    .await;
+    let offset = eventually(READY, "a record", async || {
+        produce_one(&c, "one").await.ok()
+    })
+    .await;
+    let http = c.node(leader).http;
+    eventually(READY, "the leader's metrics", async || {
+        let text = http_get(http, "/metrics").await?;
+        let p0 = |name: &str| {
+            metric(
+                &text,
+                &format!("{name}{{partition=\"0\",topic=\"events\"}}"),
+            )
+        };
+        let ok = p0("keel_partition_leader")? == 1.0
+            && p0("keel_partition_isr_size")? == 3.0
+            && p0("keel_partition_high_watermark")? == (offset + 1) as f64
+            && p0("keel_partition_log_end_offset")? == (offset + 1) as f64
+            && metric(&text, "keel_under_replicated_partitions")? == 0.0
+            && metric(&text, "keel_offline_partitions")? == 0.0
+            && metric(&text, "keel_isr_shrinks_total").is_some()
+            && metric(&text, "keel_process_resident_memory_bytes")? > 0.0;
+        ok.then_some(())
+    })
+    .await;
+
+    // flush.mode=interval: acks=all answers without the fsync; the upkeep pass fsyncs within
+    // flush.ms on every replica, so the unflushed bytes drop back to zero.
+    eventually(READY, "acks=all on the interval topic", async || {
+        produce_to(&c, 1, "lazy", "soon on disk").await.ok()
+    })
+    .await;
+    eventually(READY, "unflushed bytes back to zero", async || {
+        for id in [1, 2, 3] {
+            let text = http_get(c.node(id).http, "/metrics").await?;
+            let leo = metric(
+                &text,
+                "keel_partition_log_end_offset{partition=\"0\",topic=\"lazy\"}",
+            )?;
+            let v = metric(
+                &text,
+                "keel_partition_unflushed_bytes{partition=\"0\",topic=\"lazy\"}",
+            )?;
+            if leo != 1.0 || v != 0.0 {
+                return None;
+            }
+        }
+        Some(())
+    })
+    .await;
+}

@@ -212,7 +212,10 @@ impl TestCluster {
                 "KEEL_REPLICA_LAG_TIME_MAX_MS",
                 spec.replica_lag_ms.to_string(),
             )
-            .env("RUST_LOG", "info,openraft=warn")
+            .env(
+                "RUST_LOG",
+                std::env::var("KEEL_TEST_RUST_LOG").unwrap_or("info,openraft=warn".into()),
+            )
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log file"))
             .stderr(log)

@@ -77,6 +77,10 @@ async fn propose(ctx: &Context, broker_epoch: u64, proposals: Vec<(Arc<Partition
         .iter()
         .map(|(p, _)| ((p.topic_id, p.index), p))
         .collect();
+    let before: BTreeMap<(TopicId, i32), usize> = proposals
+        .iter()
+        .map(|(p, _)| ((p.topic_id, p.index), p.role().isr.len()))
+        .collect();
     let resp = match answer {
         Ok(resp) if resp.error.is_none() => resp,
         Ok(resp) => {
@@ -107,7 +111,13 @@ async fn propose(ctx: &Context, broker_epoch: u64, proposals: Vec<(Arc<Partition
                 }
                 None => {
                     tracing::info!(topic_id = %topic_id, partition = pr.partition, isr = ?pr.isr,
-                    partition_epoch = pr.partition_epoch, "ISR changed")
+                        partition_epoch = pr.partition_epoch, "ISR changed");
+                    let was = before.get(&(topic_id, pr.partition)).copied().unwrap_or(0);
+                    match pr.isr.len().cmp(&was) {
+                        std::cmp::Ordering::Less => ctx.metrics.isr_shrinks.inc(),
+                        std::cmp::Ordering::Greater => ctx.metrics.isr_expands.inc(),
+                        std::cmp::Ordering::Equal => {}
+                    }
                 }
             }
         }

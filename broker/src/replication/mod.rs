@@ -31,6 +31,8 @@ pub struct Context {
     /// The broker's registration (its epoch goes into every fetch and ISR request).
     pub status: watch::Receiver<Status>,
     pub stop: watch::Receiver<bool>,
+    /// Counters (ISR changes).
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// Keeps one fetcher running per leader broker this broker follows partitions from, until
