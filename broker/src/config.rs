@@ -5,7 +5,8 @@
 //! `node_id`, `roles` (`broker`, `controller` or `broker,controller`), `listen` (client gRPC),
 //! `internal_listen` (Raft, controller and replication traffic), `http_listen` (metrics and
 //! health), `data_dir`, `controller_voters` (`1@host:port,2@host:port,...`), `rack`,
-//! `broker_session_timeout_ms`, `broker_heartbeat_interval_ms`, `replica_lag_time_max_ms`.
+//! `broker_session_timeout_ms`, `broker_heartbeat_interval_ms`, `replica_lag_time_max_ms`,
+//! `producer_id_expiration_ms`.
 //!
 //! Library code never reads the environment: the binary hands [`Config::load`] the environment
 //! provider ([`Config::env`]), and tests hand it whatever they like.
@@ -21,7 +22,7 @@ use figment::{Figment, Provider};
 use serde::{Deserialize, Serialize};
 
 /// Every key of the config, as written in TOML (and, upper-cased, after `KEEL_`).
-pub const KEYS: [&str; 11] = [
+pub const KEYS: [&str; 12] = [
     "node_id",
     "roles",
     "listen",
@@ -33,6 +34,7 @@ pub const KEYS: [&str; 11] = [
     "broker_session_timeout_ms",
     "broker_heartbeat_interval_ms",
     "replica_lag_time_max_ms",
+    "producer_id_expiration_ms",
 ];
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -62,6 +64,9 @@ pub struct Config {
     /// A follower that has not caught up with its leader for this long leaves the ISR
     /// (Kafka's `replica.lag.time.max.ms`).
     pub replica_lag_time_max_ms: u64,
+    /// A producer whose latest batch in a partition is older than this loses its
+    /// deduplication state there (Kafka's `producer.id.expiration.ms`).
+    pub producer_id_expiration_ms: u64,
 }
 
 impl Default for Config {
@@ -78,6 +83,7 @@ impl Default for Config {
             broker_session_timeout_ms: 9000,
             broker_heartbeat_interval_ms: 2000,
             replica_lag_time_max_ms: 30_000,
+            producer_id_expiration_ms: 86_400_000,
         }
     }
 }
@@ -248,6 +254,8 @@ pub enum ConfigError {
     BadHeartbeat { interval: u64, timeout: u64 },
     #[error("replica_lag_time_max_ms: must be at least 100, got {0}")]
     BadReplicaLag(u64),
+    #[error("producer_id_expiration_ms: must be at least 1000, got {0}")]
+    BadProducerIdExpiration(u64),
     #[error("config file {path}: not found")]
     MissingFile { path: PathBuf },
     #[error("{0}")]
@@ -336,6 +344,11 @@ impl Config {
         }
         if self.replica_lag_time_max_ms < 100 {
             return Err(ConfigError::BadReplicaLag(self.replica_lag_time_max_ms));
+        }
+        if self.producer_id_expiration_ms < 1000 {
+            return Err(ConfigError::BadProducerIdExpiration(
+                self.producer_id_expiration_ms,
+            ));
         }
         if let Some(rack) = &self.rack {
             let ok = (1..=64).contains(&rack.len())
