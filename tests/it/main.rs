@@ -6,4 +6,5 @@ mod t12_client;
 mod t13_cli_data;
 mod t20_data;
 mod t21_replication;
+mod t22_idempotence;
 mod t50_storage_crash;
