@@ -56,7 +56,11 @@ fn call_allocate(
     'static,
     Result<tonic::Response<pb::AllocateProducerIdsResponse>, tonic::Status>,
 > {
-    Box::pin(async move { ControllerClient::new(channel).allocate_producer_ids(req).await })
+    Box::pin(async move {
+        ControllerClient::new(channel)
+            .allocate_producer_ids(req)
+            .await
+    })
 }
 
 impl ProducerIds {
@@ -103,8 +107,11 @@ impl ProducerIds {
             match forward(&self.shared, &addrs, req, call).await {
                 Ok(resp) => match resp.error {
                     None => {
-                        tracing::info!(first = resp.producer_id_start, len = resp.producer_id_len,
-                            "producer id block allocated");
+                        tracing::info!(
+                            first = resp.producer_id_start,
+                            len = resp.producer_id_len,
+                            "producer id block allocated"
+                        );
                         return Ok(Block {
                             next: resp.producer_id_start,
                             end: resp.producer_id_start + i64::from(resp.producer_id_len),
@@ -126,7 +133,10 @@ mod tests {
 
     #[test]
     fn a_block_hands_out_each_id_once() {
-        let mut b = Block { next: 1000, end: 1002 };
+        let mut b = Block {
+            next: 1000,
+            end: 1002,
+        };
         assert_eq!(b.take(), Some(1000));
         assert_eq!(b.take(), Some(1001));
         assert_eq!(b.take(), None);

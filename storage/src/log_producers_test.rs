@@ -104,7 +104,10 @@ fn a_crash_rebuilds_from_the_latest_snapshot_and_the_headers_after_it() {
     let before = log.producers().clone();
     drop(log); // a crash: no close
     let (log, stats) = open(dir.path());
-    assert_eq!(stats.producer_batches_scanned, 2, "only the batches after the snapshot");
+    assert_eq!(
+        stats.producer_batches_scanned, 2,
+        "only the batches after the snapshot"
+    );
     assert_eq!(log.producers(), &before);
 }
 

@@ -77,7 +77,10 @@ async fn retries_after_lost_answers_write_every_record_exactly_once() {
     let summary = check_exactly_once(&histories, &logs).unwrap_or_else(|e| panic!("{e}"));
     eprintln!("idempotent: {summary:?}, {failed} failed attempts retried");
     assert!(failed > 0, "the proxy lost some answers");
-    assert!(summary.acked > 50, "the workload made progress: {summary:?}");
+    assert!(
+        summary.acked > 50,
+        "the workload made progress: {summary:?}"
+    );
 
     // The same run without a producer id writes some retried records twice: the checker
     // can fail, and the run above passes because of deduplication.
@@ -112,7 +115,10 @@ async fn idempotent_retries_survive_leader_kills_exactly_once() {
     }
     let histories = stop_producers(stop, tasks).await;
     let failed: u64 = histories.iter().map(|h| h.failed).sum();
-    assert!(failed > 0, "the kills failed some attempts, which were retried");
+    assert!(
+        failed > 0,
+        "the kills failed some attempts, which were retried"
+    );
     wait_healthy(&c, Duration::from_secs(60)).await;
     let served = read_and_check(&w, &histories, check_exactly_once).await;
     let t = wait_healthy(&c, Duration::from_secs(60)).await;
@@ -221,7 +227,10 @@ async fn sequence_rules_hold_on_the_wire_and_across_a_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_producers_expire() {
-    let env = vec![("KEEL_PRODUCER_ID_EXPIRATION_MS".to_owned(), "1000".to_owned())];
+    let env = vec![(
+        "KEEL_PRODUCER_ID_EXPIRATION_MS".to_owned(),
+        "1000".to_owned(),
+    )];
     let c = one_node(env);
     wait_unfenced(&c, 1, &[1]).await;
     ready_topic(&c, "expiry", 1).await;
@@ -230,11 +239,15 @@ async fn idle_producers_expire() {
     assert_eq!(produce_as(&c, "expiry", id, 0, 0).await, Ok(0), "a retry");
     // The upkeep pass drops the state once the producer has been idle for a second; the
     // same batch is then new to the partition and written again.
-    let written_again = eventually(Duration::from_secs(40), "producer state expired", async || {
-        tokio::time::sleep(Duration::from_millis(900)).await;
-        let offset = produce_as(&c, "expiry", id, 0, 0).await.ok()?;
-        (offset != 0).then_some(offset)
-    })
+    let written_again = eventually(
+        Duration::from_secs(40),
+        "producer state expired",
+        async || {
+            tokio::time::sleep(Duration::from_millis(900)).await;
+            let offset = produce_as(&c, "expiry", id, 0, 0).await.ok()?;
+            (offset != 0).then_some(offset)
+        },
+    )
     .await;
     assert_eq!(written_again, 1);
 }
@@ -249,7 +262,8 @@ async fn the_rust_client_is_idempotent_by_default() {
         .expect("producer connects (InitProducerId)");
     let mut deliveries = Vec::new();
     for i in 0..200 {
-        let record = keel_client::ProducerRecord::new("client-idem", format!("v{i}")).partition(i % 2);
+        let record =
+            keel_client::ProducerRecord::new("client-idem", format!("v{i}")).partition(i % 2);
         deliveries.push(producer.send(record).await.expect("queued"));
     }
     for d in deliveries {

@@ -197,7 +197,10 @@ pub async fn produce(w: Arc<Workload>, producer: u32, stop: watch::Receiver<bool
     let mut seq = 0u64;
     while !*stop.borrow() {
         let (partition, value) = retry.take().unwrap_or_else(|| {
-            let next = ((seq % w.partitions as u64) as i32, Bytes::from(format!("p{producer}-{seq:08}")));
+            let next = (
+                (seq % w.partitions as u64) as i32,
+                Bytes::from(format!("p{producer}-{seq:08}")),
+            );
             seq += 1;
             next
         });
@@ -211,8 +214,13 @@ pub async fn produce(w: Arc<Workload>, producer: u32, stop: watch::Receiver<bool
             None => Err(None),
             Some(url) => {
                 let mut client = ProducerClient::new(channels.get(&url));
-                let answer = client.produce(request(&w, partition, value.clone(), idempotent)).await;
-                match answer.ok().and_then(|r| r.into_inner().topics.pop()?.partitions.pop()) {
+                let answer = client
+                    .produce(request(&w, partition, value.clone(), idempotent))
+                    .await;
+                match answer
+                    .ok()
+                    .and_then(|r| r.into_inner().topics.pop()?.partitions.pop())
+                {
                     Some(p) => match (p.error, p.base_offset) {
                         (None, Some(offset)) => Ok(offset),
                         (error, _) => Err(error),

@@ -35,9 +35,8 @@ pub fn build_batch(
         None => params,
         Some(p) => BatchParams {
             producer_id: p.producer_id,
-            producer_epoch: i16::try_from(p.producer_epoch).map_err(|_| {
-                PartitionError::InvalidRequest("producer_epoch must be 0 to 32767")
-            })?,
+            producer_epoch: i16::try_from(p.producer_epoch)
+                .map_err(|_| PartitionError::InvalidRequest("producer_epoch must be 0 to 32767"))?,
             base_sequence: p.base_sequence,
             ..params
         },

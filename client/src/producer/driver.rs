@@ -16,9 +16,9 @@ use tracing::error;
 use super::accumulator::{Accumulator, Batch};
 use super::sender::Sender;
 use super::sequences::Sequences;
-use crate::record_batch::ProducerFields;
 use super::{Command, Pending, ProducerOptions};
 use crate::partitioner::Sticky;
+use crate::record_batch::ProducerFields;
 use crate::topology::Topology;
 use crate::TopicPartition;
 

@@ -47,9 +47,9 @@ use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 
 use crate::partitioner::partition_for_key;
-use sequences::Sequences;
 use crate::topology::Topology;
 use crate::{Acks, AdminOptions, Compression, Error, ProducerRecord, RecordMetadata};
+use sequences::Sequences;
 
 /// How a [`Producer`] batches, sends and retries. Defaults follow Kafka's producer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -177,12 +177,7 @@ impl Producer {
         // Records queue in the accumulator, not here: a short inbox is enough to decouple.
         let (inbox, commands) = mpsc::channel(1024);
         let buffer_memory = options.buffer_memory.min(Semaphore::MAX_PERMITS);
-        let driver = tokio::spawn(driver::run(
-            commands,
-            topology.clone(),
-            options,
-            sequences,
-        ));
+        let driver = tokio::spawn(driver::run(commands, topology.clone(), options, sequences));
         Ok(Self {
             topology,
             inbox,

@@ -85,7 +85,10 @@ mod tests {
         assert_eq!(s.assign(&tp(1), 2).base_sequence, 0);
         assert_eq!(s.assign(&tp(0), 1).base_sequence, 3);
         let f = s.assign(&tp(0), 5);
-        assert_eq!((f.producer_id, f.producer_epoch, f.base_sequence), (7, 0, 4));
+        assert_eq!(
+            (f.producer_id, f.producer_epoch, f.base_sequence),
+            (7, 0, 4)
+        );
     }
 
     #[test]
