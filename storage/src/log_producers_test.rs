@@ -46,7 +46,12 @@ fn open(dir: &std::path::Path) -> (Log, RecoveryStats) {
 
 /// Appends batches 0..n of three records each (sequences 0..3n).
 fn append_batches(log: &mut Log, n: i32) {
-    for i in 0..n {
+    append_batches_from(log, 0, n);
+}
+
+/// Appends batches `from..to` of three records each (sequences `3 from..3 to`).
+fn append_batches_from(log: &mut Log, from: i32, to: i32) {
+    for i in from..to {
         let info = log.append(&idempotent(0, i * 3, 3), 0).unwrap();
         assert!(!info.duplicate);
     }
@@ -109,12 +114,6 @@ fn a_crash_rebuilds_from_the_latest_snapshot_and_the_headers_after_it() {
         "only the batches after the snapshot"
     );
     assert_eq!(log.producers(), &before);
-}
-
-fn append_batches_from(log: &mut Log, from: i32, to: i32) {
-    for i in from..to {
-        log.append(&idempotent(0, i * 3, 3), 0).unwrap();
-    }
 }
 
 #[test]

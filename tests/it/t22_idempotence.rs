@@ -205,24 +205,25 @@ async fn sequence_rules_hold_on_the_wire_and_across_a_restart() {
 
     // A clean restart keeps the state (from the snapshot taken at close) ...
     assert!(c.terminate(1, Duration::from_secs(30)).success());
-    c.start_node(1);
-    wait_unfenced(&c, 1, &[1]).await;
-    let retried = eventually(READY, "the partition led again", async || {
-        produce_as(&c, "seq", a, 0, 1).await.ok()
-    })
-    .await;
+    let retried = restart_and_produce_as(&mut c, a, 1).await;
     assert_eq!(retried, 1, "deduplicated after a clean restart");
     // ... and so does a crash (rebuilt from the log after the last snapshot).
     assert_eq!(produce_as(&c, "seq", a, 0, 2).await, Ok(4));
     c.kill(1);
-    c.start_node(1);
-    wait_unfenced(&c, 1, &[1]).await;
-    let retried = eventually(READY, "the partition led again", async || {
-        produce_as(&c, "seq", a, 0, 2).await.ok()
-    })
-    .await;
+    let retried = restart_and_produce_as(&mut c, a, 2).await;
     assert_eq!(retried, 4, "deduplicated after kill -9");
     assert_eq!(produce_as(&c, "seq", a, 0, 3).await, Ok(5));
+}
+
+/// Starts the stopped node 1 again and sends producer `id`'s record `sequence` to "seq" once
+/// the partition is led again; its base offset.
+async fn restart_and_produce_as(c: &mut TestCluster, id: i64, sequence: i32) -> i64 {
+    c.start_node(1);
+    wait_unfenced(c, 1, &[1]).await;
+    eventually(READY, "the partition led again", async || {
+        produce_as(c, "seq", id, 0, sequence).await.ok()
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
