@@ -6,7 +6,7 @@
 //! `internal_listen` (Raft, controller and replication traffic), `http_listen` (metrics and
 //! health), `data_dir`, `controller_voters` (`1@host:port,2@host:port,...`), `rack`,
 //! `broker_session_timeout_ms`, `broker_heartbeat_interval_ms`, `replica_lag_time_max_ms`,
-//! `advertised_host`.
+//! `advertised_host`, `producer_id_expiration_ms`.
 //!
 //! Library code never reads the environment: the binary hands [`Config::load`] the environment
 //! provider ([`Config::env`]), and tests hand it whatever they like.
@@ -22,7 +22,7 @@ use figment::{Figment, Provider};
 use serde::{Deserialize, Serialize};
 
 /// Every key of the config, as written in TOML (and, upper-cased, after `KEEL_`).
-pub const KEYS: [&str; 12] = [
+pub const KEYS: [&str; 13] = [
     "node_id",
     "roles",
     "listen",
@@ -35,6 +35,7 @@ pub const KEYS: [&str; 12] = [
     "broker_heartbeat_interval_ms",
     "replica_lag_time_max_ms",
     "advertised_host",
+    "producer_id_expiration_ms",
 ];
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -68,6 +69,9 @@ pub struct Config {
     /// `advertised.listeners`, one host for both listeners, with their ports). Unset: the
     /// listeners' own addresses, which must then not be unspecified (`0.0.0.0`, `::`).
     pub advertised_host: Option<String>,
+    /// A producer whose latest batch in a partition is older than this loses its
+    /// deduplication state there (Kafka's `producer.id.expiration.ms`).
+    pub producer_id_expiration_ms: u64,
 }
 
 impl Default for Config {
@@ -85,6 +89,7 @@ impl Default for Config {
             broker_heartbeat_interval_ms: 2000,
             replica_lag_time_max_ms: 30_000,
             advertised_host: None,
+            producer_id_expiration_ms: 86_400_000,
         }
     }
 }
@@ -264,6 +269,8 @@ pub enum ConfigError {
     UnreachableListener { key: &'static str, addr: SocketAddr },
     #[error("replica_lag_time_max_ms: must be at least 100, got {0}")]
     BadReplicaLag(u64),
+    #[error("producer_id_expiration_ms: must be at least 1000, got {0}")]
+    BadProducerIdExpiration(u64),
     #[error("config file {path}: not found")]
     MissingFile { path: PathBuf },
     #[error("{0}")]
@@ -374,6 +381,11 @@ impl Config {
                     }
                 }
             }
+        }
+        if self.producer_id_expiration_ms < 1000 {
+            return Err(ConfigError::BadProducerIdExpiration(
+                self.producer_id_expiration_ms,
+            ));
         }
         if let Some(rack) = &self.rack {
             let ok = (1..=64).contains(&rack.len())

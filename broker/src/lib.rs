@@ -11,6 +11,7 @@
 //! - [`partitions`]: the partition manager: the partition replicas this broker hosts, their
 //!   logs, leadership, high watermarks and per-partition replication logic.
 //! - [`replication`]: the follower fetchers and the leader's ISR upkeep.
+//! - [`producer_ids`]: producer-id blocks from the controller for `InitProducerId`.
 //! - [`services`]: the gRPC services (`Admin`, `Cluster`, `Producer`, `Consumer`,
 //!   `Controller`, `Replication`; `Raft` comes from keel-metadata) and request forwarding to
 //!   the active controller.
@@ -26,6 +27,7 @@ pub mod http;
 pub mod lifecycle;
 pub mod metrics;
 pub mod partitions;
+pub mod producer_ids;
 pub mod quorum;
 pub mod replication;
 pub mod services;
@@ -141,10 +143,17 @@ impl Node {
             .roles
             .is_broker()
             .then(|| Arc::new(PartitionManager::new(config.node_id as i32, data.clone())));
+        let producer_ids = partitions.as_ref().map(|_| {
+            Arc::new(producer_ids::ProducerIds::new(
+                shared.clone(),
+                config.node_id as i32,
+                status.clone(),
+            ))
+        });
         let mut tasks = vec![
             tokio::spawn(serve_client(
                 shared.clone(),
-                partitions.clone(),
+                partitions.clone().zip(producer_ids),
                 client,
                 listeners_rx.clone(),
             )),
@@ -179,6 +188,7 @@ impl Node {
             let tick = (lag_max / 4).min(Duration::from_millis(250));
             tasks.push(tokio::spawn(partitions::upkeep::run(
                 p.clone(),
+                config.producer_id_expiration_ms as i64,
                 listeners_rx.clone(),
             )));
             tasks.push(tokio::spawn(replication::run(ctx.clone())));
@@ -358,16 +368,16 @@ const MAX_MESSAGE: usize = 64 << 20;
 
 async fn serve_client(
     shared: Arc<Shared>,
-    partitions: Option<Arc<PartitionManager>>,
+    broker: Option<(Arc<PartitionManager>, Arc<producer_ids::ProducerIds>)>,
     listener: TcpListener,
     stop: watch::Receiver<bool>,
 ) {
     // The data path is served by brokers only; a controller-only node answers UNIMPLEMENTED.
-    let producer = partitions.as_ref().map(|p| {
-        ProducerServer::new(ProducerService::new(shared.clone(), p.clone()))
+    let producer = broker.as_ref().map(|(p, ids)| {
+        ProducerServer::new(ProducerService::new(shared.clone(), p.clone(), ids.clone()))
             .max_decoding_message_size(MAX_MESSAGE)
     });
-    let consumer = partitions.map(|p| {
+    let consumer = broker.map(|(p, _)| {
         ConsumerServer::new(ConsumerService::new(shared.clone(), p))
             .max_encoding_message_size(MAX_MESSAGE)
     });

@@ -27,6 +27,7 @@ use std::time::Duration;
 use keel_proto::v1 as pb;
 use keel_proto::v1::admin_client::AdminClient as AdminRpc;
 use keel_proto::v1::cluster_client::ClusterClient as ClusterRpc;
+use keel_proto::v1::producer_client::ProducerClient as ProducerRpc;
 use tonic::transport::{Channel, Endpoint};
 use tracing::debug;
 
@@ -167,6 +168,7 @@ wire_response!(
     pb::AlterConfigsResponse,
     pb::CreatePartitionsResponse,
     pb::ElectLeadersResponse,
+    pb::InitProducerIdResponse,
 );
 
 // The Cluster responses keep their error for the conversion (`TryFrom`), which fails with it;
@@ -401,6 +403,23 @@ impl AdminClient {
         })
         .await?
         .try_into()
+    }
+
+    /// A new producer id and its epoch for an idempotent producer (`Producer.InitProducerId`,
+    /// answered by any broker).
+    pub async fn init_producer_id(&self) -> Result<(i64, i16), Error> {
+        let r = self
+            .call("Producer.InitProducerId", |ch| async move {
+                ProducerRpc::new(ch)
+                    .init_producer_id(pb::InitProducerIdRequest::default())
+                    .await
+            })
+            .await?;
+        let epoch = i16::try_from(r.producer_epoch).map_err(|_| Error::InvalidResponse {
+            rpc: "Producer.InitProducerId",
+            reason: format!("producer epoch {} out of range", r.producer_epoch),
+        })?;
+        Ok((r.producer_id, epoch))
     }
 
     /// The cluster id, the active controller and every registered broker with its state.

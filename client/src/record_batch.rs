@@ -122,8 +122,37 @@ const XERIAL_HEADER: [u8; 16] = [
     0x82, b'S', b'N', b'A', b'P', b'P', b'Y', 0, 0, 0, 0, 1, 0, 0, 0, 1,
 ];
 
-/// Encodes `records` (at least one) as one batch compressed with `codec`.
+/// The producer fields of a batch header: id, epoch and base sequence of an idempotent
+/// producer, or all -1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ProducerFields {
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub base_sequence: i32,
+}
+
+impl ProducerFields {
+    /// A producer that is not idempotent.
+    pub const NONE: ProducerFields = ProducerFields {
+        producer_id: -1,
+        producer_epoch: -1,
+        base_sequence: -1,
+    };
+}
+
+/// Encodes `records` (at least one) as one batch compressed with `codec`, without producer
+/// fields.
+#[cfg(test)]
 pub(crate) fn encode(codec: Compression, records: &[BatchRecord]) -> io::Result<Bytes> {
+    encode_with(codec, ProducerFields::NONE, records)
+}
+
+/// [`encode`] with the producer fields of an idempotent producer.
+pub(crate) fn encode_with(
+    codec: Compression,
+    producer: ProducerFields,
+    records: &[BatchRecord],
+) -> io::Result<Bytes> {
     let first = records
         .first()
         .ok_or_else(|| io::Error::other("a batch needs at least one record"))?;
@@ -152,9 +181,9 @@ pub(crate) fn encode(codec: Compression, records: &[BatchRecord]) -> io::Result<
     put(&mut h, &(count - 1).to_be_bytes()); // last offset delta
     put(&mut h, &base_timestamp.to_be_bytes());
     put(&mut h, &max_timestamp.to_be_bytes());
-    put(&mut h, &(-1i64).to_be_bytes()); // producer id: not idempotent
-    put(&mut h, &(-1i16).to_be_bytes()); // producer epoch
-    put(&mut h, &(-1i32).to_be_bytes()); // base sequence
+    put(&mut h, &producer.producer_id.to_be_bytes());
+    put(&mut h, &producer.producer_epoch.to_be_bytes());
+    put(&mut h, &producer.base_sequence.to_be_bytes());
     put(&mut h, &count.to_be_bytes());
     let crc = crc32c::crc32c(&out[ATTRIBUTES_POS..]);
     out[CRC_POS..CRC_POS + 4].copy_from_slice(&crc.to_be_bytes());

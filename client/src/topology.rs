@@ -80,6 +80,11 @@ impl Topology {
         })
     }
 
+    /// The admin client the metadata comes through.
+    pub fn admin(&self) -> &AdminClient {
+        &self.admin
+    }
+
     /// The number of refreshes so far; pass it to [`Topology::refresh_after`].
     pub fn generation(&self) -> u64 {
         self.lock().generation

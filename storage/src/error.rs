@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::batch::BatchError;
+use crate::producers::SequenceError;
 use crate::Offset;
 
 /// An I/O failure with what was being done and to what.
@@ -113,6 +114,9 @@ pub enum LogError {
     /// recovers it from disk.
     #[error("log {log} is poisoned by an earlier fsync failure; restart to recover")]
     Poisoned { log: String },
+    /// An idempotent producer's batch does not fit its producer state; nothing was written.
+    #[error(transparent)]
+    Sequence(#[from] SequenceError),
 }
 
 /// A log config value outside its allowed range.

@@ -13,6 +13,7 @@
 //! - [`data_dir`]: a data directory, its shared index, and opening logs in it.
 //! - [`log`]: one partition log; the module doc follows a batch through it.
 //! - [`epochs`]: the leader-epoch cache (where each leader epoch starts in a log).
+//! - [`producers`]: idempotent producers' state (epochs, sequences of their last batches).
 //! - `segment`: one segment file (private).
 //! - [`index`]: the [`index::OffsetIndex`] trait, with RocksDB and in-memory implementations.
 //! - [`testing`]: the conformance suite every `OffsetIndex` passes.
@@ -25,6 +26,7 @@ pub mod epochs;
 pub mod error;
 pub mod index;
 pub mod log;
+pub mod producers;
 mod segment;
 pub mod testing;
 

@@ -20,6 +20,14 @@
 //! the files and the index and reads no segment data. Without it (a crash), the open rescans
 //! only what lies after the recovery point: it verifies each batch's CRC and offset, cuts the
 //! file at the first torn or corrupt batch, drops later segments, and re-indexes the tail.
+//!
+//! # Producer state
+//! The log keeps the idempotent producers' state ([`crate::producers`]): [`Log::append`]
+//! checks each batch against it (a duplicate is answered with its original offsets and not
+//! written; a gap or a stale epoch is refused) and every write records into it. Snapshots
+//! (`producers/<log end>` checkpoints, the latest [`PRODUCER_SNAPSHOTS_KEPT`]) are taken by
+//! [`Log::snapshot_producers`] and at close; an open or a truncation starts from the latest
+//! snapshot at or below the log end and reads only the batch headers after it.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -32,6 +40,7 @@ use crate::config::LogConfig;
 use crate::epochs::{EpochCache, EpochEntry};
 use crate::error::{LogError, StorageError, Subject, Verb};
 use crate::index::{IndexOp, OffsetEntry, OffsetIndex, TimeEntry};
+use crate::producers::{ProducerStates, SequenceCheck};
 use crate::segment::{self, Segment};
 use crate::Offset;
 
@@ -44,6 +53,11 @@ const META_LOG_START: &str = "log_start";
 const META_SEGMENT: &str = "segment/";
 const META_EPOCH: &str = "epoch/";
 const META_HW: &str = "high_watermark";
+const META_PRODUCERS: &str = "producers/";
+
+/// Producer-state snapshots kept per log: the latest serves an open, an older one a
+/// truncation that cuts below the latest.
+pub const PRODUCER_SNAPSHOTS_KEPT: usize = 2;
 
 /// Where appended data is known to be durable: the offset, and the segment and position that
 /// hold it. `max_timestamp` is the segment's greatest timestamp before that position, so
@@ -133,6 +147,10 @@ fn segment_key(base: Offset) -> String {
     format!("{META_SEGMENT}{base:020}")
 }
 
+fn producers_key(offset: Offset) -> String {
+    format!("{META_PRODUCERS}{offset:020}")
+}
+
 fn epoch_key(epoch: i32) -> String {
     format!("{META_EPOCH}{epoch:010}")
 }
@@ -156,6 +174,9 @@ pub struct AppendInfo {
     pub base_offset: Offset,
     pub last_offset: Offset,
     pub max_timestamp: i64,
+    /// The batch repeated one of its producer's latest batches: nothing was written and the
+    /// offsets are where it was written first.
+    pub duplicate: bool,
 }
 
 /// What opening a log had to do. After a clean shutdown every count is zero.
@@ -170,6 +191,8 @@ pub struct RecoveryStats {
     /// Bytes cut off: torn or corrupt tails and segments after them.
     pub bytes_truncated: u64,
     pub segments_removed: usize,
+    /// Batch headers read to rebuild the producer state after its latest snapshot.
+    pub producer_batches_scanned: u64,
 }
 
 /// What a retention pass deleted.
@@ -224,6 +247,8 @@ pub struct Log {
     epochs: EpochCache,
     /// The high watermark last checkpointed by the owner.
     checkpointed_hw: Option<Offset>,
+    /// The idempotent producers' state; see [`crate::producers`].
+    producers: ProducerStates,
 }
 
 /// Kafka's topic name rule, which partition log names (`topic-N`) also satisfy.
@@ -297,6 +322,7 @@ impl Log {
             poisoned: false,
             epochs: EpochCache::default(),
             checkpointed_hw: None,
+            producers: ProducerStates::default(),
         };
         log.epochs = log.stored_epochs()?;
         log.checkpointed_hw = log
@@ -304,8 +330,9 @@ impl Log {
             .meta(name, META_HW)?
             .and_then(|b| decode_i64s::<1>(&b))
             .map(|[o]| o);
-        let stats = log.load(stored_start)?;
+        let mut stats = log.load(stored_start)?;
         log.trim_epochs_to_log()?;
+        stats.producer_batches_scanned = log.rebuild_producers()?;
         log.index.apply(
             &log.name,
             &[IndexOp::DeleteMeta {
@@ -717,10 +744,21 @@ impl Log {
     }
 
     /// Appends one produced batch as the leader: assigns offsets from the log end and stamps
-    /// `leader_epoch`. An invalid batch changes nothing.
+    /// `leader_epoch`. An invalid batch changes nothing. A batch of an idempotent producer is
+    /// checked against the producer state first: a duplicate comes back with its original
+    /// offsets (`duplicate`) and is not written; a gap or stale epoch is refused
+    /// ([`LogError::Sequence`]).
     pub fn append(&mut self, batch: &[u8], leader_epoch: i32) -> Result<AppendInfo, LogError> {
         self.check_writable()?;
         let mut header = batch::validate(batch, self.config.max_message_bytes)?;
+        if let SequenceCheck::Duplicate(first) = self.producers.check(&header)? {
+            return Ok(AppendInfo {
+                base_offset: first.base_offset,
+                last_offset: first.last_offset,
+                max_timestamp: header.max_timestamp,
+                duplicate: true,
+            });
+        }
         header.base_offset = self.log_end_offset();
         header.partition_leader_epoch = leader_epoch;
         // Base offset (bytes 0..8) and leader epoch (12..16) lie outside the CRC: rewrite them in
@@ -793,6 +831,8 @@ impl Log {
         }
         seg.next_offset = header.last_offset() + 1;
         seg.max_timestamp = max_ts(seg.max_timestamp, Some(header.max_timestamp));
+        self.producers.record(header);
+        let seg = self.active_mut();
         let mut ops = Vec::new();
         index_batch(
             interval,
@@ -818,6 +858,7 @@ impl Log {
             base_offset: header.base_offset,
             last_offset: header.last_offset(),
             max_timestamp: header.max_timestamp,
+            duplicate: false,
         })
     }
 
@@ -1084,6 +1125,7 @@ impl Log {
             .index
             .last_time_before(&self.name, i64::MAX)?
             .map(|e| e.timestamp);
+        self.rebuild_producers()?;
         Ok(new_end)
     }
 
@@ -1100,6 +1142,7 @@ impl Log {
         self.last_time_entry = None;
         self.epochs.clear();
         self.checkpointed_hw = None;
+        self.producers = ProducerStates::default();
         self.start_empty_at(offset)
     }
 
@@ -1258,9 +1301,99 @@ impl Log {
         Ok(())
     }
 
+    /// The idempotent producers' state.
+    pub fn producers(&self) -> &ProducerStates {
+        &self.producers
+    }
+
+    /// Drops producers idle for `max_idle_ms` by their latest batch's timestamp (Kafka's
+    /// `producer.id.expiration.ms`); returns how many went. The next snapshot leaves them out.
+    pub fn expire_producers(&mut self, max_idle_ms: i64) -> usize {
+        self.producers.expire((self.clock)(), max_idle_ms)
+    }
+
+    /// Saves the producer state as of the log end (when it is not saved there yet) and drops
+    /// all but the latest [`PRODUCER_SNAPSHOTS_KEPT`] snapshots. Not durable by itself: a
+    /// snapshot above the log end after a crash is ignored and deleted at open.
+    pub fn snapshot_producers(&mut self) -> Result<(), LogError> {
+        let end = self.log_end_offset();
+        let mut offsets = self.producer_snapshots()?;
+        if offsets.last() == Some(&end) {
+            return Ok(());
+        }
+        offsets.push(end);
+        let mut ops = vec![IndexOp::PutMeta {
+            key: producers_key(end),
+            value: self.producers.encode(),
+        }];
+        let stale = offsets.len().saturating_sub(PRODUCER_SNAPSHOTS_KEPT);
+        ops.extend(offsets[..stale].iter().map(|o| IndexOp::DeleteMeta {
+            key: producers_key(*o),
+        }));
+        self.index.apply(&self.name, &ops, false)?;
+        Ok(())
+    }
+
+    /// The offsets of the stored producer snapshots, ascending.
+    fn producer_snapshots(&self) -> Result<Vec<Offset>, LogError> {
+        Ok(self
+            .index
+            .meta_with_prefix(&self.name, META_PRODUCERS)?
+            .iter()
+            .filter_map(|(key, _)| key[META_PRODUCERS.len()..].parse::<Offset>().ok())
+            .collect())
+    }
+
+    /// Rebuilds the producer state: the latest snapshot at or below the log end (snapshots
+    /// above it describe batches that are gone and are deleted), then the batch headers after
+    /// it. Returns how many headers were read.
+    fn rebuild_producers(&mut self) -> Result<u64, LogError> {
+        let end = self.log_end_offset();
+        let mut ops = Vec::new();
+        let mut base = None;
+        for offset in self.producer_snapshots()?.into_iter().rev() {
+            let key = producers_key(offset);
+            if base.is_none() && offset <= end {
+                let bytes = self.index.meta(&self.name, &key)?;
+                if let Some(states) = bytes.and_then(|b| ProducerStates::decode(&b)) {
+                    base = Some((offset, states));
+                    continue;
+                }
+            }
+            if offset > end || base.is_none() {
+                ops.push(IndexOp::DeleteMeta { key });
+            }
+        }
+        if !ops.is_empty() {
+            self.index.apply(&self.name, &ops, true)?;
+        }
+        let (from, states) = base.unwrap_or((self.log_start, ProducerStates::default()));
+        self.producers = states;
+        self.scan_producers_from(from.max(self.log_start))
+    }
+
+    /// Records the batches from the one holding `from` to the log end into the producer
+    /// state, reading only their headers.
+    fn scan_producers_from(&mut self, from: Offset) -> Result<u64, LogError> {
+        let Some((first, position)) = self.locate(from)?.map(|(s, p)| (s.base, p)) else {
+            return Ok(0);
+        };
+        let mut scanned = 0;
+        for (base, seg) in self.segments.range(first..) {
+            let mut at = if *base == first { position } else { 0 };
+            while let Some(h) = seg.header_at(at)? {
+                self.producers.record(&h);
+                scanned += 1;
+                at += h.total_len() as u64;
+            }
+        }
+        Ok(scanned)
+    }
+
     /// Flushes and records a clean shutdown, so the next open reads no segment data.
     pub fn close(mut self) -> Result<(), LogError> {
         self.flush()?;
+        self.snapshot_producers()?;
         let op = IndexOp::PutMeta {
             key: META_CLEAN.into(),
             value: self.end_point().encode(),
@@ -1332,3 +1465,7 @@ mod tests;
 #[cfg(test)]
 #[path = "log_model_test.rs"]
 mod model_tests;
+
+#[cfg(test)]
+#[path = "log_producers_test.rs"]
+mod producers_tests;

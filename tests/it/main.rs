@@ -7,4 +7,5 @@ mod t13_cli_data;
 mod t14_python;
 mod t20_data;
 mod t21_replication;
+mod t22_idempotence;
 mod t50_storage_crash;

@@ -429,10 +429,6 @@ async fn raw_batches_long_poll_and_refused_input() {
     };
     let r = client.produce(bad_acks).await.unwrap().into_inner();
     assert_eq!(code(&r.error), ErrorCode::InvalidRequiredAcks);
-    let r = client
-        .init_producer_id(InitProducerIdRequest::default())
-        .await;
-    assert_eq!(r.unwrap_err().code(), tonic::Code::Unimplemented);
     assert_eq!(latest(&c, 1, "raw", 0).await, 5, "still nothing appended");
 
     // Long poll: a fetch parked at the end returns once a record arrives.

@@ -24,18 +24,18 @@ use crate::t11_cli::Cli;
 const TOPIC: &str = "events";
 const PARTITIONS: i32 = 6;
 
-fn workload(c: &TestCluster) -> Arc<Workload> {
-    Arc::new(Workload {
-        topic: TOPIC.into(),
-        partitions: PARTITIONS,
-        urls: c.ids().iter().map(|id| c.client_url(*id)).collect(),
-        timeout_ms: 10_000,
-    })
+pub(crate) fn workload(c: &TestCluster) -> Arc<Workload> {
+    Arc::new(Workload::new(
+        TOPIC,
+        PARTITIONS,
+        c.ids().iter().map(|id| c.client_url(*id)).collect(),
+        10_000,
+    ))
 }
 
 /// Creates the topic with RF 3 and `min.insync.replicas=2`, and waits until every partition
 /// has a leader and a full ISR.
-async fn create_topic(c: &TestCluster) {
+pub(crate) async fn create_topic(c: &TestCluster) {
     let mut t = topic(TOPIC, PARTITIONS, 3);
     t.configs.insert("min.insync.replicas".into(), "2".into());
     create_until_ok(c, 1, t, READY).await;
@@ -45,7 +45,7 @@ async fn create_topic(c: &TestCluster) {
 /// Waits until every running node is ready (registered in this run and unfenced: an image
 /// from before a restart does not count) and every partition has a leader and all three
 /// replicas in its ISR.
-async fn wait_healthy(c: &TestCluster, within: Duration) -> TopicMetadata {
+pub(crate) async fn wait_healthy(c: &TestCluster, within: Duration) -> TopicMetadata {
     eventually(within, "every node ready", async || {
         for id in c.ids() {
             let ready = http_status(c.node(id).http, "/readyz").await == Some(200);
@@ -77,7 +77,7 @@ async fn wait_healthy(c: &TestCluster, within: Duration) -> TopicMetadata {
 }
 
 /// Starts `n` producers; stop them with the returned sender.
-fn start_producers(
+pub(crate) fn start_producers(
     w: &Arc<Workload>,
     n: u32,
 ) -> (watch::Sender<bool>, Vec<tokio::task::JoinHandle<History>>) {
@@ -88,7 +88,7 @@ fn start_producers(
     (stop, tasks)
 }
 
-async fn stop_producers(
+pub(crate) async fn stop_producers(
     stop: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<History>>,
 ) -> Vec<History> {
@@ -105,9 +105,22 @@ async fn check_readable(
     c: &TestCluster,
     histories: &[History],
 ) -> BTreeMap<i32, Vec<(i64, Bytes)>> {
-    let w = workload(c);
+    read_and_check(&workload(c), histories, check).await
+}
+
+/// What a checker of [`keel_tests::workload`] looks like.
+pub(crate) type Checker =
+    fn(&[History], &BTreeMap<i32, Vec<(i64, Bytes)>>) -> Result<workload::Summary, String>;
+
+/// Reads every partition of `w` from its leader and runs `checker`; returns the records.
+pub(crate) async fn read_and_check(
+    w: &Workload,
+    histories: &[History],
+    checker: Checker,
+) -> BTreeMap<i32, Vec<(i64, Bytes)>> {
+    let w = w.clone();
     let mut logs = BTreeMap::new();
-    for p in 0..PARTITIONS {
+    for p in 0..w.partitions {
         // After restarts the high watermark moves up again as followers fetch: wait until it
         // covers every acknowledged offset (a lost record shows as a checker failure after).
         let last_acked = histories
@@ -132,7 +145,7 @@ async fn check_readable(
         };
         logs.insert(p, records);
     }
-    let summary = check(histories, &logs).unwrap_or_else(|e| panic!("checker: {e}"));
+    let summary = checker(histories, &logs).unwrap_or_else(|e| panic!("checker: {e}"));
     let acked: usize = histories.iter().map(|h| h.acked.len()).sum();
     assert!(acked > 0, "the workload acknowledged something");
     eprintln!(
@@ -147,7 +160,7 @@ async fn check_readable(
 
 /// Stops every node, then checks that each replica's log holds exactly what its leader
 /// served: all replicas are in the ISR and caught up, so their logs must be identical.
-fn assert_replicas_identical(
+pub(crate) fn assert_replicas_identical(
     c: &mut TestCluster,
     topic_id: &[u8],
     served: &BTreeMap<i32, Vec<(i64, Bytes)>>,
@@ -185,7 +198,7 @@ fn assert_replicas_identical(
     }
 }
 
-fn leader_of(t: &TopicMetadata, partition: i32) -> Option<u32> {
+pub(crate) fn leader_of(t: &TopicMetadata, partition: i32) -> Option<u32> {
     t.partitions
         .iter()
         .find(|p| p.partition == partition)?

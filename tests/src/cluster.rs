@@ -30,6 +30,8 @@ pub struct Spec {
     pub replica_lag_ms: u64,
     /// Whether the voters have only the controller role (no partitions).
     pub controller_only: bool,
+    /// More environment for every node (`KEEL_*` config keys).
+    pub env: Vec<(String, String)>,
 }
 
 impl Default for Spec {
@@ -41,6 +43,7 @@ impl Default for Spec {
             heartbeat_interval_ms: 500,
             replica_lag_ms: 5000,
             controller_only: false,
+            env: Vec::new(),
         }
     }
 }
@@ -212,6 +215,7 @@ impl TestCluster {
                 "KEEL_REPLICA_LAG_TIME_MAX_MS",
                 spec.replica_lag_ms.to_string(),
             )
+            .envs(spec.env.iter().cloned())
             .env(
                 "RUST_LOG",
                 std::env::var("KEEL_TEST_RUST_LOG").unwrap_or("info,openraft=warn".into()),

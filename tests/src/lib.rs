@@ -3,6 +3,7 @@
 //! # Layout
 //! - [`cluster`]: [`TestCluster`](cluster::TestCluster), real `keeld` processes on loopback
 //!   that a test starts, kills, stops, pauses and restarts.
+//! - [`proxy`]: a TCP proxy that can swallow answers (requests arrive, answers are lost).
 //! - [`workload`]: producers that keep a history, reading back a cluster's partitions (over
 //!   the API or from a stopped node's files), and the checker comparing the two.
 //! - `tests/it/main.rs`: one integration-test binary with modules per area, named `t10_`
@@ -11,4 +12,5 @@
 //!   killed, used by the crash-recovery tests.
 
 pub mod cluster;
+pub mod proxy;
 pub mod workload;

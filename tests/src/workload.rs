@@ -2,11 +2,17 @@
 //! checker that compares the two.
 //!
 //! Producers send acks=all, one record per request, to the partition leader they learned from
-//! metadata. Every attempt carries a value of its own (`p<producer>-<seq>`), never reused by a
-//! retry, so without the idempotent producer an acknowledged value must appear exactly once,
-//! and an unacknowledged one at most once. What the checker demands (see [`check`]):
-//! every acknowledged record is present, once, at the offset it was acknowledged with; no value
-//! appears twice; each producer's records keep their order within a partition.
+//! metadata. By default every attempt carries a value of its own (`p<producer>-<seq>`), never
+//! reused by a retry, so without the idempotent producer an acknowledged value must appear
+//! exactly once, and an unacknowledged one at most once. What the checker demands (see
+//! [`check`]): every acknowledged record is present, once, at the offset it was acknowledged
+//! with; no value appears twice; each producer's records keep their order within a partition.
+//!
+//! With [`Workload::retry_failed`] a failed attempt is sent again with the same value (and,
+//! with [`Workload::idempotent`], the same producer id, epoch and sequence) until it is
+//! acknowledged, as a real producer retries. [`check_exactly_once`] then also demands that
+//! every value sent is present exactly once (only the attempt cut short by the end of the run
+//! may be missing): without idempotence, a retry after a lost answer shows up as a duplicate.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -32,6 +38,28 @@ pub struct Workload {
     pub urls: Vec<String>,
     /// Produce request timeout.
     pub timeout_ms: i32,
+    /// Send a failed attempt again with the same value instead of moving on.
+    pub retry_failed: bool,
+    /// Idempotent producer: an id from InitProducerId, a sequence per partition.
+    pub idempotent: bool,
+    /// Send every produce here (a proxy in front of a one-node cluster) instead of to the
+    /// leader's advertised address.
+    pub via: Option<String>,
+}
+
+impl Workload {
+    /// The default workload on `topic`: unique values, no idempotence, straight to leaders.
+    pub fn new(topic: &str, partitions: i32, urls: Vec<String>, timeout_ms: i32) -> Workload {
+        Workload {
+            topic: topic.to_owned(),
+            partitions,
+            urls,
+            timeout_ms,
+            retry_failed: false,
+            idempotent: false,
+            via: None,
+        }
+    }
 }
 
 /// One acknowledged record.
@@ -49,6 +77,10 @@ pub struct History {
     pub attempts: u64,
     /// Attempts that ended in an error or no answer (their records may or may not exist).
     pub failed: u64,
+    /// With `retry_failed`: the value still unacknowledged when the run stopped.
+    pub abandoned: Option<Bytes>,
+    /// Sequence errors (OUT_OF_ORDER_SEQUENCE, INVALID_PRODUCER_EPOCH, ...): never expected.
+    pub sequence_errors: Vec<String>,
 }
 
 /// Channels by URL, made lazily and reused.
@@ -69,8 +101,12 @@ impl Channels {
     }
 }
 
-/// The client URL of each partition's leader, from the first node that answers metadata.
+/// The client URL of each partition's leader, from the first node that answers metadata (or
+/// the workload's `via` for every partition).
 async fn leaders(w: &Workload, channels: &mut Channels) -> BTreeMap<i32, String> {
+    if let Some(via) = &w.via {
+        return (0..w.partitions).map(|p| (p, via.clone())).collect();
+    }
     for url in &w.urls {
         let mut client = ClusterClient::new(channels.get(url));
         let mut req = tonic::Request::new(MetadataRequest {
@@ -99,7 +135,31 @@ async fn leaders(w: &Workload, channels: &mut Channels) -> BTreeMap<i32, String>
     BTreeMap::new()
 }
 
-fn request(w: &Workload, partition: i32, value: Bytes) -> tonic::Request<ProduceRequest> {
+/// A producer id from the first node that gives one.
+async fn init_producer_id(w: &Workload, channels: &mut Channels) -> i64 {
+    loop {
+        for url in &w.urls {
+            let mut client = ProducerClient::new(channels.get(url));
+            if let Ok(r) = client
+                .init_producer_id(InitProducerIdRequest::default())
+                .await
+            {
+                let r = r.into_inner();
+                if r.error.is_none() {
+                    return r.producer_id;
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn request(
+    w: &Workload,
+    partition: i32,
+    value: Bytes,
+    idempotent_producer: Option<IdempotentProducer>,
+) -> tonic::Request<ProduceRequest> {
     let mut req = tonic::Request::new(ProduceRequest {
         acks: Acks::All as i32,
         timeout_ms: w.timeout_ms,
@@ -114,7 +174,7 @@ fn request(w: &Workload, partition: i32, value: Bytes) -> tonic::Request<Produce
                         headers: vec![],
                         timestamp: None,
                     }],
-                    idempotent_producer: None,
+                    idempotent_producer,
                 })),
             }],
         }],
@@ -128,41 +188,82 @@ pub async fn produce(w: Arc<Workload>, producer: u32, stop: watch::Receiver<bool
     let mut channels = Channels::default();
     let mut route = leaders(&w, &mut channels).await;
     let mut h = History::default();
+    let producer_id = match w.idempotent {
+        true => Some(init_producer_id(&w, &mut channels).await),
+        false => None,
+    };
+    let mut sequences: HashMap<i32, i32> = HashMap::new();
+    let mut retry: Option<(i32, Bytes)> = None;
     let mut seq = 0u64;
     while !*stop.borrow() {
-        let partition = (seq % w.partitions as u64) as i32;
-        let value = Bytes::from(format!("p{producer}-{seq:08}"));
-        seq += 1;
-        h.attempts += 1;
-        let Some(url) = route.get(&partition).cloned() else {
-            h.failed += 1;
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            route = leaders(&w, &mut channels).await;
-            continue;
-        };
-        let mut client = ProducerClient::new(channels.get(&url));
-        let answer = client.produce(request(&w, partition, value.clone())).await;
-        let outcome = answer.ok().and_then(|r| {
-            let p = r.into_inner().topics.pop()?.partitions.pop()?;
-            match p.error {
-                None => p.base_offset,
-                Some(_) => None,
-            }
+        let (partition, value) = retry.take().unwrap_or_else(|| {
+            let next = (
+                (seq % w.partitions as u64) as i32,
+                Bytes::from(format!("p{producer}-{seq:08}")),
+            );
+            seq += 1;
+            next
         });
+        h.attempts += 1;
+        let idempotent = producer_id.map(|producer_id| IdempotentProducer {
+            producer_id,
+            producer_epoch: 0,
+            base_sequence: sequences.get(&partition).copied().unwrap_or(0),
+        });
+        let outcome = match route.get(&partition).cloned() {
+            None => Err(None),
+            Some(url) => {
+                let mut client = ProducerClient::new(channels.get(&url));
+                let answer = client
+                    .produce(request(&w, partition, value.clone(), idempotent))
+                    .await;
+                match answer
+                    .ok()
+                    .and_then(|r| r.into_inner().topics.pop()?.partitions.pop())
+                {
+                    Some(p) => match (p.error, p.base_offset) {
+                        (None, Some(offset)) => Ok(offset),
+                        (error, _) => Err(error),
+                    },
+                    None => Err(None),
+                }
+            }
+        };
         match outcome {
-            Some(offset) => h.acked.push(Acked {
-                partition,
-                offset,
-                value,
-            }),
-            None => {
+            Ok(offset) => {
+                h.acked.push(Acked {
+                    partition,
+                    offset,
+                    value,
+                });
+                *sequences.entry(partition).or_insert(0) += 1;
+            }
+            Err(error) => {
                 h.failed += 1;
+                if let Some(e) = error.filter(|e| is_sequence_error(e.code)) {
+                    // Not retriable: give the value up rather than loop on it.
+                    h.sequence_errors.push(format!("{value:?}: {}", e.message));
+                } else if w.retry_failed {
+                    retry = Some((partition, value));
+                }
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 route = leaders(&w, &mut channels).await;
             }
         }
     }
+    h.abandoned = retry.map(|(_, value)| value);
     h
+}
+
+fn is_sequence_error(code: i32) -> bool {
+    [
+        ErrorCode::OutOfOrderSequence,
+        ErrorCode::InvalidProducerEpoch,
+        ErrorCode::UnknownProducerId,
+        ErrorCode::DuplicateSequence,
+    ]
+    .iter()
+    .any(|c| *c as i32 == code)
 }
 
 /// Every record of a partition below its high watermark, read from its leader, and the high
@@ -260,6 +361,14 @@ pub fn check(
                 ));
             }
             last = *offset;
+            // Duplicates first: a second copy of a value is also out of order, and "twice"
+            // says what went wrong.
+            if let Some(first) = at.insert(value.clone(), (*partition, *offset)) {
+                return Err(format!(
+                    "{value:?} appears twice: {first:?} and {:?}",
+                    (partition, offset)
+                ));
+            }
             if let Some((producer, seq)) = parse_value(value) {
                 if last_seq
                     .insert(producer, seq)
@@ -267,12 +376,6 @@ pub fn check(
                 {
                     return Err(format!("partition {partition}: {value:?} at {offset} is out of its producer's order"));
                 }
-            }
-            if let Some(first) = at.insert(value.clone(), (*partition, *offset)) {
-                return Err(format!(
-                    "{value:?} appears twice: {first:?} and {:?}",
-                    (partition, offset)
-                ));
             }
             present += 1;
         }
@@ -303,6 +406,32 @@ pub fn check(
         present,
         unacked_present: present - acked,
     })
+}
+
+/// [`check`], and for workloads that retry with the same value: every value is present
+/// exactly once, except a value still unacknowledged at the end (present at most once), and
+/// no producer met a sequence error.
+pub fn check_exactly_once(
+    histories: &[History],
+    logs: &BTreeMap<i32, Vec<(i64, Bytes)>>,
+) -> Result<Summary, String> {
+    let summary = check(histories, logs)?;
+    let mut sent: std::collections::HashSet<&Bytes> = std::collections::HashSet::new();
+    for h in histories {
+        if let Some(e) = h.sequence_errors.first() {
+            return Err(format!("sequence error: {e}"));
+        }
+        sent.extend(h.acked.iter().map(|a| &a.value));
+        sent.extend(h.abandoned.iter());
+    }
+    for (partition, records) in logs {
+        if let Some((offset, value)) = records.iter().find(|(_, v)| !sent.contains(v)) {
+            return Err(format!(
+                "{value:?} at {partition}/{offset} was written but neither acknowledged nor pending at the end"
+            ));
+        }
+    }
+    Ok(summary)
 }
 
 /// The producer and sequence number of a workload value.

@@ -8,6 +8,7 @@ use keel_metadata::records::{BrokerId, LeaderEpoch};
 use keel_proto::v1 as pb;
 use keel_proto::v1::ErrorCode;
 use keel_storage::batch::BatchError;
+use keel_storage::producers::SequenceError;
 use keel_storage::{LogError, Offset};
 
 /// A per-partition failure. API errors the client can act on; [`PartitionError::Storage`]
@@ -53,8 +54,10 @@ pub enum PartitionError {
         "not replicated to the ISR within the request timeout; the records may still be written"
     )]
     TimedOut,
-    #[error("idempotent producers are not supported yet: send batches without a producer id")]
-    IdempotenceUnsupported,
+    /// An idempotent producer's batch does not continue its sequence, or comes from an
+    /// older producer epoch; nothing was written.
+    #[error("{0}")]
+    Sequence(SequenceError),
     #[error("invalid request: {0}")]
     InvalidRequest(&'static str),
     #[error("storage: {0}")]
@@ -71,6 +74,7 @@ impl From<LogError> for PartitionError {
     fn from(e: LogError) -> Self {
         match e {
             LogError::InvalidBatch(b) => PartitionError::InvalidBatch(b),
+            LogError::Sequence(s) => PartitionError::Sequence(s),
             LogError::OffsetOutOfRange {
                 offset,
                 log_start,
@@ -112,7 +116,14 @@ impl PartitionError {
             PartitionError::FencedLeaderEpoch { .. } => ErrorCode::FencedLeaderEpoch,
             PartitionError::UnknownLeaderEpoch { .. } => ErrorCode::UnknownLeaderEpoch,
             PartitionError::TimedOut => ErrorCode::RequestTimedOut,
-            PartitionError::IdempotenceUnsupported => ErrorCode::UnknownProducerId,
+            PartitionError::Sequence(SequenceError::OutOfOrder { .. }) => {
+                ErrorCode::OutOfOrderSequence
+            }
+            // Kafka 2.7+ answers a produce from an older epoch with INVALID_PRODUCER_EPOCH
+            // (PRODUCER_FENCED is for the transaction coordinator).
+            PartitionError::Sequence(SequenceError::StaleEpoch { .. }) => {
+                ErrorCode::InvalidProducerEpoch
+            }
             PartitionError::InvalidRequest(_) => ErrorCode::InvalidRequest,
             PartitionError::Storage(_) => ErrorCode::StorageError,
         }
@@ -180,6 +191,29 @@ mod tests {
         for (batch, code) in cases {
             assert_eq!(PartitionError::from(batch).code(), code);
         }
+    }
+
+    #[test]
+    fn sequence_errors_map_to_kafka_codes() {
+        let gap = LogError::Sequence(SequenceError::OutOfOrder {
+            producer_id: 1,
+            epoch: 0,
+            expected: 5,
+            got: 7,
+        });
+        assert_eq!(
+            PartitionError::from(gap).code(),
+            ErrorCode::OutOfOrderSequence
+        );
+        let stale = LogError::Sequence(SequenceError::StaleEpoch {
+            producer_id: 1,
+            epoch: 0,
+            current: 1,
+        });
+        assert_eq!(
+            PartitionError::from(stale).code(),
+            ErrorCode::InvalidProducerEpoch
+        );
     }
 
     #[test]

@@ -72,8 +72,11 @@ pub struct Offsets {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Appended {
     pub base_offset: Offset,
-    /// The offset after the last record appended.
+    /// The offset after the last record appended (for a duplicate, after its first write).
     pub next_offset: Offset,
+    /// An idempotent producer's retry of a batch already written: nothing was appended and
+    /// the offsets are the first write's.
+    pub duplicate: bool,
     pub log_start: Offset,
     /// The leader epoch the records were written in.
     pub leader_epoch: LeaderEpoch,
@@ -281,7 +284,9 @@ impl Partition {
     }
 
     /// Appends validated batches as the leader, at the current leader epoch. Blocking (a
-    /// buffered write and index updates): call it on a blocking thread.
+    /// buffered write and index updates): call it on a blocking thread. The producer-state
+    /// check of an idempotent batch and its append happen under the log's write lock, so
+    /// concurrent produces of one producer cannot both pass the check.
     pub fn append(&self, batches: &[Bytes]) -> Result<Appended, PartitionError> {
         let role = self.role();
         if !role.leader {
@@ -291,13 +296,17 @@ impl Partition {
             let mut guard = self.log_mut();
             let log = guard.as_mut().ok_or(PartitionError::LeaderNotAvailable)?;
             let mut base = None;
+            let mut duplicate = None;
             for batch in batches {
                 let info = log.append(batch, role.leader_epoch)?;
                 base.get_or_insert(info.base_offset);
+                // An idempotent batch is alone in its request (see `records::check_raw`).
+                duplicate = info.duplicate.then_some(info.last_offset + 1);
             }
             Appended {
                 base_offset: base.unwrap_or(log.log_end_offset()),
-                next_offset: log.log_end_offset(),
+                next_offset: duplicate.unwrap_or(log.log_end_offset()),
+                duplicate: duplicate.is_some(),
                 log_start: log.log_start_offset(),
                 leader_epoch: role.leader_epoch,
             }
@@ -382,6 +391,19 @@ impl Partition {
             if let Err(e) = result {
                 tracing::error!(topic_id = %p.topic_id, partition = p.index, error = %e, what,
                     "fsync failed");
+            }
+        }
+    }
+
+    /// Drops idle producers' state and saves a snapshot of what is left. Blocking.
+    pub fn producer_upkeep(&self, expiration_ms: i64) {
+        if let Some(log) = self.log_mut().as_mut() {
+            let expired = log.expire_producers(expiration_ms);
+            if expired > 0 {
+                tracing::info!(log = %log.name(), expired, "idle producers expired");
+            }
+            if let Err(e) = log.snapshot_producers() {
+                tracing::warn!(log = %log.name(), error = %e, "producer state not saved");
             }
         }
     }

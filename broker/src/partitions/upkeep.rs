@@ -1,6 +1,8 @@
 //! The periodic upkeep of every hosted partition: the fsync of `flush.mode=interval` topics
-//! once `flush.ms` has passed, and retention (whole segments past `retention.ms` or
-//! `retention.bytes`, only below the high watermark, leaders and followers alike).
+//! once `flush.ms` has passed, retention (whole segments past `retention.ms` or
+//! `retention.bytes`, only below the high watermark, leaders and followers alike), and the
+//! producer state: idle producers expire (`producer_id_expiration_ms`) and a snapshot is
+//! saved, so a start after a crash reads only the batch headers written since.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,7 +18,11 @@ const TICK: Duration = Duration::from_millis(100);
 const RETENTION_EVERY: u32 = 100;
 
 /// Runs until `stop` turns true.
-pub async fn run(partitions: Arc<PartitionManager>, mut stop: watch::Receiver<bool>) {
+pub async fn run(
+    partitions: Arc<PartitionManager>,
+    producer_id_expiration_ms: i64,
+    mut stop: watch::Receiver<bool>,
+) {
     let mut ticks = 0u32;
     loop {
         tokio::select! {
@@ -41,9 +47,13 @@ pub async fn run(partitions: Arc<PartitionManager>, mut stop: watch::Receiver<bo
             }
         }
         if ticks % RETENTION_EVERY == 0 {
-            let _ =
-                tokio::task::spawn_blocking(move || all.iter().for_each(|p| p.apply_retention()))
-                    .await;
+            let _ = tokio::task::spawn_blocking(move || {
+                for p in &all {
+                    p.apply_retention();
+                    p.producer_upkeep(producer_id_expiration_ms);
+                }
+            })
+            .await;
         }
     }
 }

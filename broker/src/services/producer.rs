@@ -6,6 +6,10 @@
 //! any is bad), check `min.insync.replicas` for acks=all, append at the current leader
 //! epoch, then for acks=all wait for the fsync (group commit) and for the high watermark to
 //! pass the records, up to the request timeout.
+//!
+//! Idempotent producers: the sequence check and the append are one step under the
+//! partition's log lock (`Log::append`); a duplicate is answered with its first write's base
+//! offset once that write is as durable as the request's acks ask.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,6 +27,7 @@ use super::records;
 use super::Shared;
 use crate::partitions::partition::Appended;
 use crate::partitions::{PartitionError, PartitionManager};
+use crate::producer_ids::ProducerIds;
 
 /// Request timeout when the request names none (Kafka's `request.timeout.ms` default).
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -53,11 +58,20 @@ fn now_ms() -> i64 {
 pub struct ProducerService {
     shared: Arc<Shared>,
     partitions: Arc<PartitionManager>,
+    producer_ids: Arc<ProducerIds>,
 }
 
 impl ProducerService {
-    pub fn new(shared: Arc<Shared>, partitions: Arc<PartitionManager>) -> ProducerService {
-        ProducerService { shared, partitions }
+    pub fn new(
+        shared: Arc<Shared>,
+        partitions: Arc<PartitionManager>,
+        producer_ids: Arc<ProducerIds>,
+    ) -> ProducerService {
+        ProducerService {
+            shared,
+            partitions,
+            producer_ids,
+        }
     }
 
     async fn produce_topic(
@@ -209,13 +223,25 @@ impl Producer for ProducerService {
         }))
     }
 
+    /// A new producer id with epoch 0 (see [`crate::producer_ids`] for why a named id is
+    /// not bumped).
+    #[tracing::instrument(level = "debug", skip_all, fields(node_id = self.shared.node_id))]
     async fn init_producer_id(
         &self,
         _request: Request<pb::InitProducerIdRequest>,
     ) -> Result<Response<pb::InitProducerIdResponse>, Status> {
-        Err(Status::unimplemented(
-            "the idempotent producer is not implemented yet; produce without a producer id",
-        ))
+        let resp = match self.producer_ids.next().await {
+            Ok(id) => pb::InitProducerIdResponse {
+                error: None,
+                producer_id: id,
+                producer_epoch: 0,
+            },
+            Err(e) => pb::InitProducerIdResponse {
+                error: Some(e),
+                ..Default::default()
+            },
+        };
+        Ok(Response::new(resp))
     }
 }
 

@@ -9,15 +9,13 @@ use keel_storage::Offset;
 use crate::partitions::{PartitionError, TopicSettings};
 
 /// One v2 batch from structured records. Records without a timestamp get `now`; with
-/// LogAppendTime every record gets `now`, as Kafka's broker does.
+/// LogAppendTime every record gets `now`, as Kafka's broker does. `idempotent_producer`
+/// goes into the batch header (producer id, epoch, base sequence).
 pub fn build_batch(
     records: &pb::ProducerRecords,
     settings: &TopicSettings,
     now: i64,
 ) -> Result<Bytes, PartitionError> {
-    if records.idempotent_producer.is_some() {
-        return Err(PartitionError::IdempotenceUnsupported);
-    }
     if records.records.is_empty() {
         return Err(PartitionError::InvalidRequest("records must not be empty"));
     }
@@ -33,7 +31,20 @@ pub fn build_batch(
         },
         ..BatchParams::default()
     };
-    Ok(batch::encode(&params, &new)?)
+    let params = match &records.idempotent_producer {
+        None => params,
+        Some(p) => BatchParams {
+            producer_id: p.producer_id,
+            producer_epoch: i16::try_from(p.producer_epoch)
+                .map_err(|_| PartitionError::InvalidRequest("producer_epoch must be 0 to 32767"))?,
+            base_sequence: p.base_sequence,
+            ..params
+        },
+    };
+    let built = batch::encode(&params, &new)?;
+    // The same rules as for a raw batch (a producer id needs a base sequence, ...).
+    batch::validate(&built, usize::MAX)?;
+    Ok(built)
 }
 
 fn new_record(r: &pb::ProducerRecord, log_append_time: bool, now: i64) -> NewRecord {
@@ -57,19 +68,24 @@ fn new_record(r: &pb::ProducerRecord, log_append_time: bool, now: i64) -> NewRec
 
 /// Splits produced raw bytes into batches and checks every one (CRC, sizes, codec,
 /// `max.message.bytes`) before any is appended, so a bad batch anywhere changes nothing.
-/// Batches with a producer id are refused until the idempotent producer exists.
+/// A batch with a producer id must be the only one (Kafka's rule since produce v3): its
+/// sequence check and its append are one step, which several batches would break.
 pub fn check_raw(raw: &Bytes, max_message_bytes: usize) -> Result<Vec<Bytes>, PartitionError> {
     if raw.is_empty() {
         return Err(PartitionError::InvalidRequest("record_batches is empty"));
     }
     let mut out = Vec::new();
+    let mut idempotent = false;
     for one in batch::split(raw) {
         let one = one?;
         let header = batch::validate(one, max_message_bytes)?;
-        if header.has_producer_id() {
-            return Err(PartitionError::IdempotenceUnsupported);
-        }
+        idempotent |= header.has_producer_id();
         out.push(raw.slice_ref(one));
+    }
+    if idempotent && out.len() > 1 {
+        return Err(PartitionError::InvalidRequest(
+            "a batch with a producer id must be the only batch of its partition",
+        ));
     }
     Ok(out)
 }
@@ -213,16 +229,34 @@ mod tests {
     }
 
     #[test]
-    fn empty_and_idempotent_structured_produces_are_refused() {
+    fn empty_structured_produces_are_refused() {
         let empty = pb::ProducerRecords::default();
         let e = build_batch(&empty, &settings(), 0).unwrap_err();
         assert_eq!(e.code(), ErrorCode::InvalidRequest);
-        let idem = pb::ProducerRecords {
-            records: vec![record("a", None, None)],
-            idempotent_producer: Some(pb::IdempotentProducer::default()),
+    }
+
+    #[test]
+    fn structured_idempotent_produces_carry_the_producer_fields() {
+        let mut idem = pb::ProducerRecords {
+            records: vec![record("a", None, None), record("b", None, None)],
+            idempotent_producer: Some(pb::IdempotentProducer {
+                producer_id: 7,
+                producer_epoch: 3,
+                base_sequence: 40,
+            }),
         };
+        let h = batch::validate(&build_batch(&idem, &settings(), 0).unwrap(), 1 << 20).unwrap();
+        assert_eq!(
+            (h.producer_id, h.producer_epoch, h.base_sequence),
+            (7, 3, 40)
+        );
+        idem.idempotent_producer = Some(pb::IdempotentProducer {
+            producer_id: 7,
+            producer_epoch: 0,
+            base_sequence: -1,
+        });
         let e = build_batch(&idem, &settings(), 0).unwrap_err();
-        assert_eq!(e.code(), ErrorCode::UnknownProducerId);
+        assert_eq!(e.code(), ErrorCode::InvalidRecord);
     }
 
     fn raw(n: usize) -> Bytes {

@@ -2,7 +2,8 @@
 //! It takes commands from the inbox, wakes for lingering batches, dispatches ready batches to
 //! sender tasks (grouped by leader, within each broker's in-flight bound), and unmutes
 //! partitions when their sender finishes. It stops once the inbox is closed and every batch is
-//! answered.
+//! answered. For an idempotent producer it also owns the sequences (`sequences.rs`): a batch
+//! gets its sequence when taken, and a batch that failed for good bumps the epoch.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -14,8 +15,10 @@ use tracing::error;
 
 use super::accumulator::{Accumulator, Batch};
 use super::sender::Sender;
+use super::sequences::Sequences;
 use super::{Command, Pending, ProducerOptions};
 use crate::partitioner::Sticky;
+use crate::record_batch::ProducerFields;
 use crate::topology::Topology;
 use crate::TopicPartition;
 
@@ -26,7 +29,9 @@ struct Driver {
     acc: Acc,
     sticky: Sticky,
     sender: Arc<Sender>,
-    tasks: JoinSet<()>,
+    /// The idempotent producer's ids and sequences; `None` when idempotence is off.
+    sequences: Option<Sequences>,
+    tasks: JoinSet<Vec<TopicPartition>>,
     /// The batches each sender task carries, to unmute them when it ends however it ends.
     carried: HashMap<Id, Vec<(TopicPartition, u64)>>,
 }
@@ -35,11 +40,13 @@ pub(crate) async fn run(
     mut inbox: mpsc::Receiver<Command>,
     topology: Arc<Topology>,
     options: ProducerOptions,
+    sequences: Option<Sequences>,
 ) {
     let mut d = Driver {
         acc: Accumulator::new(options.batch_size, options.linger),
         sticky: Sticky::new(),
         sender: Arc::new(Sender::new(topology, options)),
+        sequences,
         tasks: JoinSet::new(),
         carried: HashMap::new(),
     };
@@ -56,14 +63,17 @@ pub(crate) async fn run(
                 }
             },
             Some(done) = d.tasks.join_next_with_id(), if !d.tasks.is_empty() => {
-                let id = match done {
-                    Ok((id, ())) => id,
+                let (id, failed) = match done {
+                    Ok((id, failed)) => (id, failed),
                     Err(e) => {
                         error!(error = %e, "producer sender task failed");
-                        e.id()
+                        (e.id(), vec![])
                     }
                 };
                 d.finished(id);
+                if !failed.is_empty() {
+                    d.reset_sequences().await;
+                }
             }
             () = sleep_until(linger), if linger.is_some() => {}
         }
@@ -129,19 +139,43 @@ impl Driver {
                 },
                 None => None,
             };
-            let batches: Vec<Batch<Pending>> =
-                tps.iter().filter_map(|tp| self.acc.take(tp)).collect();
-            for b in &batches {
+            let batches: Vec<(Batch<Pending>, ProducerFields)> = tps
+                .iter()
+                .filter_map(|tp| self.acc.take(tp))
+                .map(|b| {
+                    let fields = match &mut self.sequences {
+                        Some(s) => s.assign(&b.tp, b.records.len()),
+                        None => ProducerFields::NONE,
+                    };
+                    (b, fields)
+                })
+                .collect();
+            for (b, _) in &batches {
                 let partitions = b.records.first().map_or(1, |r| r.partitions);
                 self.sticky
                     .batch_closed(&b.tp.topic, b.tp.partition, partitions);
             }
-            let carried = batches.iter().map(|b| (b.tp.clone(), b.id)).collect();
+            let carried = batches.iter().map(|(b, _)| (b.tp.clone(), b.id)).collect();
             let sender = self.sender.clone();
             let handle = self
                 .tasks
                 .spawn(async move { sender.deliver(batches, slot).await });
             self.carried.insert(handle.id(), carried);
+        }
+    }
+
+    /// A batch failed for good: its partition's next sequence is unknown, so every partition
+    /// starts over in a new epoch (or, with the epoch spent, under a new producer id).
+    async fn reset_sequences(&mut self) {
+        let Some(s) = &mut self.sequences else {
+            return;
+        };
+        if s.bump_epoch() {
+            return;
+        }
+        match self.sender.topology().admin().init_producer_id().await {
+            Ok((id, epoch)) => *s = Sequences::new(id, epoch),
+            Err(e) => error!(error = %e, "no new producer id; idempotence is off from now"),
         }
     }
 

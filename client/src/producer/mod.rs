@@ -16,16 +16,26 @@
 //!    leader: `NOT_LEADER`, a dead broker) after a metadata refresh and a backoff, until
 //!    `retries` or `delivery_timeout` run out.
 //!
+//! # Idempotence (on by default)
+//!
+//! With `idempotence` and acks=all, [`Producer::connect`] asks a broker for a producer id
+//! (`InitProducerId`) and every batch carries the id, its epoch and a per-partition sequence
+//! (`sequences.rs`), so a retry of a batch whose answer was lost is recognised by the leader
+//! and not written twice, across leader failover too. With other acks, idempotence is off (as
+//! Kafka's producer does when it is not asked for explicitly).
+//!
 //! # Layout
 //!
 //! - `mod.rs` — [`Producer`], [`ProducerOptions`], [`DeliveryFuture`].
 //! - `accumulator.rs` — batching and partition muting, pure (unit tests).
 //! - `driver.rs` — the driver task: inbox, linger timer, dispatch, completions.
 //! - `sender.rs` — one request's delivery with retries.
+//! - `sequences.rs` — producer id, epoch and sequences of the idempotent producer, pure.
 
 mod accumulator;
 mod driver;
 mod sender;
+mod sequences;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -39,6 +49,7 @@ use tokio::task::JoinHandle;
 use crate::partitioner::partition_for_key;
 use crate::topology::Topology;
 use crate::{Acks, AdminOptions, Compression, Error, ProducerRecord, RecordMetadata};
+use sequences::Sequences;
 
 /// How a [`Producer`] batches, sends and retries. Defaults follow Kafka's producer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,6 +68,9 @@ pub struct ProducerOptions {
     /// Requests in flight per broker (`max.in.flight.requests.per.connection`). Order per
     /// partition holds for any value: a partition has at most one batch in flight.
     pub max_in_flight: usize,
+    /// Makes retries write nothing twice (`enable.idempotence`); takes effect with
+    /// acks=all only.
+    pub idempotence: bool,
     /// Retries of a batch after retriable failures (`retries`).
     pub retries: u32,
     /// Wait before the first retry, doubled for each further one (`retry.backoff.ms`).
@@ -81,6 +95,7 @@ impl Default for ProducerOptions {
             batch_size: 16 * 1024,
             buffer_memory: 32 * 1024 * 1024,
             max_in_flight: 5,
+            idempotence: true,
             retries: 10,
             retry_backoff: Duration::from_millis(100),
             max_retry_backoff: Duration::from_secs(1),
@@ -152,10 +167,17 @@ impl Producer {
             });
         }
         let topology = Arc::new(Topology::connect(bootstrap, options.metadata.clone()).await?);
+        let sequences = match options.idempotence && options.acks == Acks::All {
+            true => {
+                let (id, epoch) = topology.admin().init_producer_id().await?;
+                Some(Sequences::new(id, epoch))
+            }
+            false => None,
+        };
         // Records queue in the accumulator, not here: a short inbox is enough to decouple.
         let (inbox, commands) = mpsc::channel(1024);
         let buffer_memory = options.buffer_memory.min(Semaphore::MAX_PERMITS);
-        let driver = tokio::spawn(driver::run(commands, topology.clone(), options));
+        let driver = tokio::spawn(driver::run(commands, topology.clone(), options, sequences));
         Ok(Self {
             topology,
             inbox,

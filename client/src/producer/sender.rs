@@ -3,7 +3,8 @@
 //! retries or delivery timeout run out.
 //!
 //! A retried batch keeps its partition muted the whole time (the driver unmutes it only when
-//! this task ends), so no later batch of the partition can overtake it.
+//! this task ends), so no later batch of the partition can overtake it. A batch is encoded
+//! once, so a retry carries the same producer id, epoch and sequence as the first try.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -19,7 +20,7 @@ use tracing::debug;
 use super::accumulator::Batch;
 use super::{Pending, ProducerOptions};
 use crate::pb_conv::api_error;
-use crate::record_batch::{self, BatchRecord};
+use crate::record_batch::{self, BatchRecord, ProducerFields};
 use crate::topology::{Route, Topology};
 use crate::{ApiError, Error, ErrorCode, RecordMetadata, TopicPartition};
 
@@ -82,13 +83,17 @@ impl Sender {
     }
 
     /// Delivers `batches` (see the module doc). `slot` is the in-flight slot the driver took
-    /// for their leader, if it knew one.
+    /// for their leader, if it knew one. Returns the partitions whose batch failed for good.
     pub async fn deliver(
         &self,
-        batches: Vec<Batch<Pending>>,
+        batches: Vec<(Batch<Pending>, ProducerFields)>,
         mut slot: Option<(i32, OwnedSemaphorePermit)>,
-    ) {
-        let mut todo: Vec<Outgoing> = batches.into_iter().filter_map(|b| self.encode(b)).collect();
+    ) -> Vec<TopicPartition> {
+        let mut gave_up = Vec::new();
+        let mut todo: Vec<Outgoing> = batches
+            .into_iter()
+            .filter_map(|(b, fields)| self.encode(b, fields, &mut gave_up))
+            .collect();
         let mut retry = 0;
         while !todo.is_empty() {
             let generation = self.topology.generation();
@@ -132,11 +137,12 @@ impl Sender {
                     debug!(topic = %o.tp.topic, partition = o.tp.partition, retry, error = %e, "retrying batch");
                     todo.push(o);
                 } else {
+                    gave_up.push(o.tp.clone());
                     fail(o, e);
                 }
             }
             if todo.is_empty() {
-                return;
+                return gave_up;
             }
             if let Err(e) = self.topology.refresh_after(generation).await {
                 debug!(error = %e, "metadata refresh failed");
@@ -144,10 +150,17 @@ impl Sender {
             tokio::time::sleep(self.options.backoff_for(retry)).await;
             retry += 1;
         }
+        gave_up
     }
 
-    /// Encodes a batch; on failure (a record over 2 GiB) answers its records at once.
-    fn encode(&self, batch: Batch<Pending>) -> Option<Outgoing> {
+    /// Encodes a batch; on failure (a record over 2 GiB) answers its records at once (and
+    /// counts the partition in `gave_up`: the sequence it was given is never sent).
+    fn encode(
+        &self,
+        batch: Batch<Pending>,
+        fields: ProducerFields,
+        gave_up: &mut Vec<TopicPartition>,
+    ) -> Option<Outgoing> {
         let records: Vec<BatchRecord> = batch
             .records
             .iter()
@@ -159,7 +172,7 @@ impl Sender {
             })
             .collect();
         let deadline = batch.created + self.options.delivery_timeout;
-        match record_batch::encode(self.options.compression, &records) {
+        match record_batch::encode_with(self.options.compression, fields, &records) {
             Ok(data) => Some(Outgoing {
                 tp: batch.tp,
                 data,
@@ -174,6 +187,7 @@ impl Sender {
                 for p in batch.records {
                     let _ = p.reply.send(Err(e.clone()));
                 }
+                gave_up.push(batch.tp);
                 None
             }
         }
