@@ -18,7 +18,7 @@
 //! | (0, 3..=7)   | `OutOfOrder`: overlaps but matches no kept batch |
 //! | (1, 0..=4)   | append: a new epoch starts at sequence 0, dropping the epoch-0 batches |
 //! | (1, 5..=9)   | `OutOfOrder`: a new epoch must start at sequence 0 |
-//! | (1, any) once epoch 2 has written | `StaleEpoch` (Kafka 2.7+: INVALID_PRODUCER_EPOCH) |
+//! | (1, any) once epoch 2 has written | `StaleEpoch` (wire: PRODUCER_FENCED) |
 //! | unknown producer id, any sequence | append (Kafka since KIP-360: the state may have been
 //!   dropped by expiry or retention, and refusing would stop the producer for good) |
 //!

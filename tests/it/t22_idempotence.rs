@@ -200,7 +200,7 @@ async fn sequence_rules_hold_on_the_wire_and_across_a_restart() {
     assert_eq!(produce_as(&c, "seq", b, 1, 0).await, Ok(3), "a new epoch");
     assert_eq!(
         produce_as(&c, "seq", b, 0, 1).await,
-        Err(ErrorCode::InvalidProducerEpoch)
+        Err(ErrorCode::ProducerFenced)
     );
 
     // A clean restart keeps the state (from the snapshot taken at close) ...

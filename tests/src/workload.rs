@@ -79,7 +79,7 @@ pub struct History {
     pub failed: u64,
     /// With `retry_failed`: the value still unacknowledged when the run stopped.
     pub abandoned: Option<Bytes>,
-    /// Sequence errors (OUT_OF_ORDER_SEQUENCE, INVALID_PRODUCER_EPOCH, ...): never expected.
+    /// Sequence errors (OUT_OF_ORDER_SEQUENCE, PRODUCER_FENCED, ...): never expected.
     pub sequence_errors: Vec<String>,
 }
 
@@ -259,6 +259,7 @@ fn is_sequence_error(code: i32) -> bool {
     [
         ErrorCode::OutOfOrderSequence,
         ErrorCode::InvalidProducerEpoch,
+        ErrorCode::ProducerFenced,
         ErrorCode::UnknownProducerId,
         ErrorCode::DuplicateSequence,
     ]

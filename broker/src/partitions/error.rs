@@ -119,11 +119,10 @@ impl PartitionError {
             PartitionError::Sequence(SequenceError::OutOfOrder { .. }) => {
                 ErrorCode::OutOfOrderSequence
             }
-            // Kafka 2.7+ answers a produce from an older epoch with INVALID_PRODUCER_EPOCH
-            // (PRODUCER_FENCED is for the transaction coordinator).
-            PartitionError::Sequence(SequenceError::StaleEpoch { .. }) => {
-                ErrorCode::InvalidProducerEpoch
-            }
+            // A newer epoch of the same producer id exists: this instance is fenced and must
+            // stop (the contract; Kafka 2.7+ says INVALID_PRODUCER_EPOCH here, with the
+            // same meaning for a non-transactional producer).
+            PartitionError::Sequence(SequenceError::StaleEpoch { .. }) => ErrorCode::ProducerFenced,
             PartitionError::InvalidRequest(_) => ErrorCode::InvalidRequest,
             PartitionError::Storage(_) => ErrorCode::StorageError,
         }
@@ -212,7 +211,7 @@ mod tests {
         });
         assert_eq!(
             PartitionError::from(stale).code(),
-            ErrorCode::InvalidProducerEpoch
+            ErrorCode::ProducerFenced
         );
     }
 
