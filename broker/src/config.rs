@@ -321,6 +321,38 @@ impl Config {
         Ok(config)
     }
 
+    /// The effective config as TOML lines, each with where its value came from (`flag`,
+    /// `environment`, `file`, or `default`), for `keeld --print-config`. Loads (and so checks)
+    /// the config the same way as [`Config::load`].
+    pub fn describe(
+        base: Config,
+        file: Option<&Path>,
+        env: impl Provider + Clone,
+        flags: Flags,
+    ) -> Result<String, ConfigError> {
+        let config = Config::load(base, file, env.clone(), flags.clone())?;
+        let has = |figment: Figment, key: &str| figment.find_value(key).is_ok();
+        let values = serde_json::to_value(&config).unwrap_or_default();
+        let mut out = String::new();
+        for key in KEYS {
+            let source = if has(Figment::from(Serialized::defaults(&flags)), key) {
+                "flag"
+            } else if has(Figment::from(env.clone()), key) {
+                "environment"
+            } else if file.is_some_and(|f| has(Figment::from(Toml::file(f)), key)) {
+                "file"
+            } else {
+                "default"
+            };
+            let value = match &values[key] {
+                serde_json::Value::Null => format!("# {key} (unset)"),
+                v => format!("{key} = {v}"),
+            };
+            out.push_str(&format!("{value:<60} # {source}\n"));
+        }
+        Ok(out)
+    }
+
     /// Checks values and the rules between them.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.data_dir.as_os_str().is_empty() {

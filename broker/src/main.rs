@@ -41,6 +41,9 @@ struct Args {
     /// Rack or zone, for rack-aware replica placement.
     #[arg(long)]
     rack: Option<String>,
+    /// Print the effective configuration, with where each value came from, and exit.
+    #[arg(long)]
+    print_config: bool,
 }
 
 impl Args {
@@ -72,16 +75,25 @@ async fn main() -> anyhow::Result<()> {
     } else {
         Config::default()
     };
+    if args.print_config {
+        let text = Config::describe(base, args.config.as_deref(), Config::env(), args.flags())
+            .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+        print!("{text}");
+        return Ok(());
+    }
     let config = Config::load(base, args.config.as_deref(), Config::env(), args.flags())
         .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+    // Watch for SIGTERM before start-up, so that one arriving while the node starts is kept
+    // and stops it cleanly right after, instead of killing the process.
+    let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate());
     let node = Node::start(config).await?;
-    node.run(terminated()).await;
+    node.run(terminated(term)).await;
     Ok(())
 }
 
 /// Resolves at SIGTERM or SIGINT (Ctrl-C): both start a controlled shutdown.
-async fn terminated() {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+async fn terminated(term: std::io::Result<tokio::signal::unix::Signal>) {
+    let mut term = match term {
         Ok(s) => s,
         Err(e) => {
             tracing::warn!(error = %e, "cannot watch SIGTERM; only Ctrl-C stops the node");

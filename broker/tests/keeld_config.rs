@@ -98,3 +98,53 @@ fn a_taken_port_is_named() {
     assert!(!ok);
     assert!(text.contains("listen") && text.contains(&addr), "{text}");
 }
+
+#[test]
+fn print_config_shows_each_value_and_where_it_came_from() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("keeld.toml");
+    std::fs::write(
+        &file,
+        "rack = \"zone-a\"\nreplica_lag_time_max_ms = 12000\n",
+    )
+    .unwrap();
+    let (ok, text) = keeld(
+        &[
+            "--dev",
+            "--config",
+            file.to_str().unwrap(),
+            "--node-id",
+            "1",
+            "--print-config",
+        ],
+        &[("KEEL_REPLICA_LAG_TIME_MAX_MS", "15000")],
+    );
+    assert!(ok, "{text}");
+    let line = |key: &str| {
+        text.lines()
+            .find(|l| l.starts_with(&format!("{key} =")))
+            .unwrap_or_else(|| panic!("no {key} in\n{text}"))
+            .to_string()
+    };
+    assert!(line("node_id").ends_with("# flag"), "{text}");
+    assert!(
+        line("replica_lag_time_max_ms").contains("= 15000"),
+        "{text}"
+    );
+    assert!(
+        line("replica_lag_time_max_ms").ends_with("# environment"),
+        "{text}"
+    );
+    assert!(
+        line("rack").contains("\"zone-a\"") && line("rack").ends_with("# file"),
+        "{text}"
+    );
+    assert!(
+        line("broker_session_timeout_ms").ends_with("# default"),
+        "{text}"
+    );
+    assert!(text.contains("# advertised_host (unset)"), "{text}");
+    // A bad value is refused the same way as at start-up.
+    let (ok, text) = keeld(&["--dev", "--print-config"], &[("KEEL_RACK", "a b")]);
+    assert!(!ok && text.contains("rack"), "{text}");
+}
