@@ -148,3 +148,36 @@ fn print_config_shows_each_value_and_where_it_came_from() {
     let (ok, text) = keeld(&["--dev", "--print-config"], &[("KEEL_RACK", "a b")]);
     assert!(!ok && text.contains("rack"), "{text}");
 }
+
+#[test]
+fn log_format_json_writes_one_json_object_per_line() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_keeld"))
+        .args([
+            "--dev",
+            "--log-format",
+            "json",
+            "--data-dir",
+            data.to_str().unwrap(),
+        ])
+        .args(["--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"])
+        .args(["--internal-listen", "127.0.0.1:0"])
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("start keeld");
+    let stdout = child.stdout.take().expect("stdout");
+    let first = BufReader::new(stdout).lines().next();
+    let _ = child.kill();
+    let _ = child.wait();
+    let line = first.expect("a log line").expect("utf-8");
+    let v: serde_json::Value =
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
+    assert!(
+        v["timestamp"].is_string() && v["level"].is_string(),
+        "{line}"
+    );
+    assert!(v["fields"]["message"].is_string(), "{line}");
+}
