@@ -6,7 +6,9 @@
 //! `internal_listen` (Raft, controller and replication traffic), `http_listen` (metrics and
 //! health), `data_dir`, `controller_voters` (`1@host:port,2@host:port,...`), `rack`,
 //! `broker_session_timeout_ms`, `broker_heartbeat_interval_ms`, `replica_lag_time_max_ms`,
-//! `advertised_host`, `producer_id_expiration_ms`.
+//! `advertised_host`, `producer_id_expiration_ms`, `group_session_timeout_ms`,
+//! `group_heartbeat_interval_ms`, `offsets_topic_num_partitions`,
+//! `offsets_topic_replication_factor`, `offsets_snapshot_bytes`.
 //!
 //! Library code never reads the environment: the binary hands [`Config::load`] the environment
 //! provider ([`Config::env`]), and tests hand it whatever they like.
@@ -22,7 +24,7 @@ use figment::{Figment, Provider};
 use serde::{Deserialize, Serialize};
 
 /// Every key of the config, as written in TOML (and, upper-cased, after `KEEL_`).
-pub const KEYS: [&str; 13] = [
+pub const KEYS: [&str; 18] = [
     "node_id",
     "roles",
     "listen",
@@ -36,6 +38,11 @@ pub const KEYS: [&str; 13] = [
     "replica_lag_time_max_ms",
     "advertised_host",
     "producer_id_expiration_ms",
+    "group_session_timeout_ms",
+    "group_heartbeat_interval_ms",
+    "offsets_topic_num_partitions",
+    "offsets_topic_replication_factor",
+    "offsets_snapshot_bytes",
 ];
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -72,6 +79,21 @@ pub struct Config {
     /// A producer whose latest batch in a partition is older than this loses its
     /// deduplication state there (Kafka's `producer.id.expiration.ms`).
     pub producer_id_expiration_ms: u64,
+    /// A group member without a heartbeat for this long is removed and its partitions move
+    /// (Kafka's `group.consumer.session.timeout.ms`).
+    pub group_session_timeout_ms: u64,
+    /// How often group members heartbeat (Kafka's `group.consumer.heartbeat.interval.ms`).
+    pub group_heartbeat_interval_ms: u64,
+    /// Partitions of `__consumer_offsets` when it is created (Kafka's
+    /// `offsets.topic.num.partitions`); fixed afterwards.
+    pub offsets_topic_num_partitions: u32,
+    /// Replicas of `__consumer_offsets` when it is created, capped at the live brokers then
+    /// (Kafka's `offsets.topic.replication.factor`).
+    pub offsets_topic_replication_factor: u32,
+    /// Bytes a coordinator appends to a `__consumer_offsets` partition before it writes a
+    /// snapshot of its groups and deletes the segments before it (Keel's bound on the topic,
+    /// where Kafka compacts).
+    pub offsets_snapshot_bytes: u64,
 }
 
 impl Default for Config {
@@ -90,6 +112,11 @@ impl Default for Config {
             replica_lag_time_max_ms: 30_000,
             advertised_host: None,
             producer_id_expiration_ms: 86_400_000,
+            group_session_timeout_ms: 45_000,
+            group_heartbeat_interval_ms: 5_000,
+            offsets_topic_num_partitions: 16,
+            offsets_topic_replication_factor: 3,
+            offsets_snapshot_bytes: 8 << 20,
         }
     }
 }
@@ -271,6 +298,17 @@ pub enum ConfigError {
     BadReplicaLag(u64),
     #[error("producer_id_expiration_ms: must be at least 1000, got {0}")]
     BadProducerIdExpiration(u64),
+    #[error(
+        "group_heartbeat_interval_ms ({interval}) must be positive and below \
+         group_session_timeout_ms ({timeout})"
+    )]
+    BadGroupHeartbeat { interval: u64, timeout: u64 },
+    #[error("{key}: must be {range}, got {value}")]
+    OutOfRange {
+        key: &'static str,
+        range: &'static str,
+        value: u64,
+    },
     #[error("config file {path}: not found")]
     MissingFile { path: PathBuf },
     #[error("{0}")]
@@ -419,6 +457,7 @@ impl Config {
                 self.producer_id_expiration_ms,
             ));
         }
+        self.validate_groups()?;
         if let Some(rack) = &self.rack {
             let ok = (1..=64).contains(&rack.len())
                 && rack
@@ -426,6 +465,49 @@ impl Config {
                     .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
             if !ok {
                 return Err(ConfigError::BadRack { rack: rack.clone() });
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    fn validate_groups(&self) -> Result<(), ConfigError> {
+        let (interval, timeout) = (
+            self.group_heartbeat_interval_ms,
+            self.group_session_timeout_ms,
+        );
+        if interval == 0 || interval >= timeout {
+            return Err(ConfigError::BadGroupHeartbeat { interval, timeout });
+        }
+        let ranges: [(
+            &'static str,
+            &'static str,
+            u64,
+            std::ops::RangeInclusive<u64>,
+        ); 3] = [
+            (
+                "offsets_topic_num_partitions",
+                "1 to 1000",
+                u64::from(self.offsets_topic_num_partitions),
+                1..=1000,
+            ),
+            (
+                "offsets_topic_replication_factor",
+                "1 to 16",
+                u64::from(self.offsets_topic_replication_factor),
+                1..=16,
+            ),
+            (
+                "offsets_snapshot_bytes",
+                "at least 4096",
+                self.offsets_snapshot_bytes,
+                4096..=u64::MAX,
+            ),
+        ];
+        for (key, range, value, ok) in ranges {
+            if !ok.contains(&value) {
+                return Err(ConfigError::OutOfRange { key, range, value });
             }
         }
         Ok(())

@@ -12,8 +12,9 @@
 //!   logs, leadership, high watermarks and per-partition replication logic.
 //! - [`replication`]: the follower fetchers and the leader's ISR upkeep.
 //! - [`producer_ids`]: producer-id blocks from the controller for `InitProducerId`.
+//! - [`groups`]: the group coordinator (consumer groups, committed offsets).
 //! - [`services`]: the gRPC services (`Admin`, `Cluster`, `Producer`, `Consumer`,
-//!   `Controller`, `Replication`; `Raft` comes from keel-metadata) and request forwarding to
+//!   `Groups`, `Controller`, `Replication`; `Raft` comes from keel-metadata) and request forwarding to
 //!   the active controller.
 //! - `src/main.rs`: the thin `keeld` binary; it parses flags and runs [`Node`].
 //!
@@ -23,6 +24,7 @@
 
 pub mod config;
 pub mod follower;
+pub mod groups;
 pub mod http;
 pub mod lifecycle;
 pub mod metrics;
@@ -44,6 +46,7 @@ use keel_proto::v1::admin_server::AdminServer;
 use keel_proto::v1::cluster_server::ClusterServer;
 use keel_proto::v1::consumer_server::ConsumerServer;
 use keel_proto::v1::controller_server::ControllerServer;
+use keel_proto::v1::groups_server::GroupsServer;
 use keel_proto::v1::producer_server::ProducerServer;
 use keel_proto::v1::replication_server::ReplicationServer;
 use keel_storage::{DataDir, LogConfig};
@@ -57,6 +60,7 @@ use services::admin::AdminService;
 use services::cluster::ClusterService;
 use services::consumer::ConsumerService;
 use services::controller::ControllerService;
+use services::groups::GroupsService;
 use services::producer::ProducerService;
 use services::replication::ReplicationService;
 use services::Shared;
@@ -150,10 +154,28 @@ impl Node {
                 status.clone(),
             ))
         });
+        let coordinator = partitions.as_ref().map(|p| {
+            Arc::new(groups::coordinator::Coordinator::new(
+                config.node_id as i32,
+                shared.clone(),
+                p.clone(),
+                group_config(&config),
+                offsets_topic_config(&config),
+            ))
+        });
+        let broker = partitions
+            .clone()
+            .zip(producer_ids)
+            .zip(coordinator.clone())
+            .map(|((p, ids), c)| BrokerServices {
+                partitions: p,
+                producer_ids: ids,
+                coordinator: c,
+            });
         let mut tasks = vec![
             tokio::spawn(serve_client(
                 shared.clone(),
-                partitions.clone().zip(producer_ids),
+                broker,
                 client,
                 listeners_rx.clone(),
             )),
@@ -193,6 +215,9 @@ impl Node {
             )));
             tasks.push(tokio::spawn(replication::run(ctx.clone())));
             tasks.push(tokio::spawn(replication::isr::run(ctx, lag_max, tick)));
+        }
+        if let Some(c) = &coordinator {
+            tasks.push(tokio::spawn(c.clone().run(listeners_rx.clone())));
         }
         if let Some(images) = images {
             let broker_id = config.node_id as i32;
@@ -366,19 +391,49 @@ fn incoming(listener: TcpListener) -> tonic::transport::server::TcpIncoming {
 /// Max gRPC message size: metadata of large clusters and record batches fit.
 const MAX_MESSAGE: usize = 64 << 20;
 
+/// What a broker serves to clients beyond admin and cluster metadata.
+struct BrokerServices {
+    partitions: Arc<PartitionManager>,
+    producer_ids: Arc<producer_ids::ProducerIds>,
+    coordinator: Arc<groups::coordinator::Coordinator>,
+}
+
+fn group_config(config: &Config) -> groups::group::GroupConfig {
+    groups::group::GroupConfig {
+        session_timeout_ms: config.group_session_timeout_ms as i64,
+        heartbeat_interval_ms: config.group_heartbeat_interval_ms.min(i32::MAX as u64) as i32,
+        ..Default::default()
+    }
+}
+
+fn offsets_topic_config(config: &Config) -> groups::coordinator::OffsetsTopicConfig {
+    groups::coordinator::OffsetsTopicConfig {
+        partitions: config.offsets_topic_num_partitions as i32,
+        replication_factor: config.offsets_topic_replication_factor as i32,
+        snapshot_bytes: config.offsets_snapshot_bytes,
+        ..Default::default()
+    }
+}
+
 async fn serve_client(
     shared: Arc<Shared>,
-    broker: Option<(Arc<PartitionManager>, Arc<producer_ids::ProducerIds>)>,
+    broker: Option<BrokerServices>,
     listener: TcpListener,
     stop: watch::Receiver<bool>,
 ) {
     // The data path is served by brokers only; a controller-only node answers UNIMPLEMENTED.
-    let producer = broker.as_ref().map(|(p, ids)| {
-        ProducerServer::new(ProducerService::new(shared.clone(), p.clone(), ids.clone()))
-            .max_decoding_message_size(MAX_MESSAGE)
+    let producer = broker.as_ref().map(|b| {
+        let service =
+            ProducerService::new(shared.clone(), b.partitions.clone(), b.producer_ids.clone());
+        ProducerServer::new(service).max_decoding_message_size(MAX_MESSAGE)
     });
-    let consumer = broker.map(|(p, _)| {
-        ConsumerServer::new(ConsumerService::new(shared.clone(), p))
+    let groups = broker.as_ref().map(|b| {
+        let service =
+            GroupsService::new(shared.clone(), b.coordinator.clone(), b.partitions.clone());
+        GroupsServer::new(service).max_decoding_message_size(MAX_MESSAGE)
+    });
+    let consumer = broker.map(|b| {
+        ConsumerServer::new(ConsumerService::new(shared.clone(), b.partitions))
             .max_encoding_message_size(MAX_MESSAGE)
     });
     let result = tonic::transport::Server::builder()
@@ -391,6 +446,7 @@ async fn serve_client(
         )
         .add_optional_service(producer)
         .add_optional_service(consumer)
+        .add_optional_service(groups)
         .serve_with_incoming_shutdown(incoming(listener), stopped(stop))
         .await;
     if let Err(e) = result {

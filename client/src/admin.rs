@@ -147,7 +147,7 @@ pub(crate) fn parse_address(address: &str) -> Result<String, Error> {
 }
 
 /// A response that carries a request-level `error`.
-trait WireResponse {
+pub(crate) trait WireResponse {
     fn take_error(&mut self) -> Option<pb::Error>;
 }
 
@@ -169,6 +169,10 @@ wire_response!(
     pb::CreatePartitionsResponse,
     pb::ElectLeadersResponse,
     pb::InitProducerIdResponse,
+    pb::FindCoordinatorResponse,
+    pb::ConsumerGroupHeartbeatResponse,
+    pb::OffsetCommitResponse,
+    pb::OffsetFetchResponse,
 );
 
 // The Cluster responses keep their error for the conversion (`TryFrom`), which fails with it;
@@ -444,9 +448,14 @@ impl AdminClient {
         .try_into()
     }
 
+    /// The options this client was made with.
+    pub fn options(&self) -> &AdminOptions {
+        &self.options
+    }
+
     /// Runs one rpc with failover and retries (see the module doc). `send` makes one attempt
     /// on the channel it is given.
-    async fn call<R, F, Fut>(&self, rpc: &'static str, mut send: F) -> Result<R, Error>
+    pub(crate) async fn call<R, F, Fut>(&self, rpc: &'static str, mut send: F) -> Result<R, Error>
     where
         R: WireResponse,
         F: FnMut(Channel) -> Fut,

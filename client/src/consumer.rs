@@ -1,9 +1,9 @@
 //! [`Consumer`]: reads assigned partitions from their leaders, from positions the caller sets
 //! ([`Position`]: beginning, end, offset or time), through a poll call or a stream.
 //!
-//! Partitions are assigned by the caller; consumer groups come later. A poll sends one
-//! long-polling `Consumer.Fetch` per leader broker at once and returns as soon as one brings
-//! records (other answers already there are taken too; the calls still waiting are dropped,
+//! Partitions are assigned by the caller (a [`GroupConsumer`](crate::GroupConsumer) assigns
+//! them from its group). A poll sends one long-polling `Consumer.Fetch` per leader broker at
+//! once and returns as soon as one brings records (other answers already there are taken too; the calls still waiting are dropped,
 //! which costs nothing: a fetch moves no state on the broker). Records come back structured
 //! (the broker decompresses), below the high watermark only.
 //!
@@ -193,6 +193,13 @@ impl Consumer {
             .collect();
         self.assign(&all).await?;
         Ok(all)
+    }
+
+    /// Removes `partitions` from the assignment (their positions are forgotten).
+    pub fn unassign(&mut self, partitions: &[TopicPartition]) {
+        for tp in partitions {
+            self.assigned.remove(tp);
+        }
     }
 
     /// The assigned partitions, in order.

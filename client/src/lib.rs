@@ -3,8 +3,9 @@
 //! This crate owns what a program needs to talk to a Keel cluster without knowing its
 //! internals: the [`Producer`] (batching, compression, Kafka's partitioner, retries, a future
 //! per record), the [`Consumer`] (assigned partitions, seeks by offset or time, poll or
-//! stream) and the [`AdminClient`] (topics, configs, partitions, cluster and quorum
-//! description). Each learns the cluster from one or more bootstrap addresses. It owns its
+//! stream), the [`GroupConsumer`] (a consumer group member with committed offsets) and the
+//! [`AdminClient`] (topics, configs, partitions, groups, cluster and quorum description).
+//! Each learns the cluster from one or more bootstrap addresses. It owns its
 //! own plain result types (serializable with `serde`, so tools can print them as JSON), their
 //! conversions from the wire messages, and one error type, [`Error`], whose every value has a
 //! code name, a message and a retriability flag. It depends only on `keel-proto` (and codec
@@ -30,6 +31,10 @@
 //!   (batching, per-partition muting), the driver task and the sender (requests, retries).
 //! - `consumer.rs` — [`Consumer`], [`ConsumerOptions`], [`Position`], [`OffsetReset`],
 //!   [`PartitionOffsets`].
+//! - `group_consumer.rs` — [`GroupConsumer`], [`GroupOptions`], [`Subscription`]: a consumer
+//!   group member (heartbeats, cooperative reassignment, commits).
+//! - `groups.rs` — group administration on [`AdminClient`] ([`GroupListing`],
+//!   [`GroupDescription`]) and the coordinator connection.
 //! - `topology.rs` — the data path's metadata cache: partitions, leaders, broker channels.
 //! - `partitioner.rs` — Kafka's murmur2 partitioner ([`partition_for_key`]) and the sticky
 //!   partitioner.
@@ -49,6 +54,8 @@ mod admin;
 mod cluster;
 mod consumer;
 mod error;
+mod group_consumer;
+mod groups;
 mod partitioner;
 mod pb_conv;
 mod producer;
@@ -63,6 +70,8 @@ pub use cluster::{
 };
 pub use consumer::{Consumer, ConsumerOptions, OffsetReset, PartitionOffsets, Position};
 pub use error::{grpc_code_name, ApiError, Error};
+pub use group_consumer::{GroupConsumer, GroupOptions, Subscription};
+pub use groups::{GroupDescription, GroupListing, GroupMemberInfo, GroupOffsetInfo};
 /// The wire error code, re-exported so callers can match on [`ApiError::code`].
 pub use keel_proto::v1::ErrorCode;
 pub use partitioner::{murmur2, partition_for_key};

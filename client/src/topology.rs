@@ -204,7 +204,7 @@ impl Topology {
 }
 
 /// A channel to `address` that connects on first use.
-fn lazy_channel(address: &str) -> Result<Channel, Error> {
+pub(crate) fn lazy_channel(address: &str) -> Result<Channel, Error> {
     let uri = parse_address(address)?;
     let endpoint = Endpoint::from_shared(uri).map_err(|_| Error::InvalidArgument {
         argument: address.to_string(),

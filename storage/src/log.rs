@@ -1182,6 +1182,28 @@ impl Log {
             total -= seg.size;
             doomed.push(*base);
         }
+        self.delete_segments(doomed)
+    }
+
+    /// Deletes the whole segments that lie entirely below `offset` (never the active one), as
+    /// Kafka's log-start-offset increments do: the log start becomes the first kept segment's
+    /// base. A group coordinator calls it below its latest durable snapshot; a follower calls
+    /// it to follow its leader's log start.
+    pub fn delete_before(&mut self, offset: Offset) -> Result<RetentionOutcome, LogError> {
+        self.check_writable()?;
+        let active = self.active().base;
+        let doomed: Vec<Offset> = self
+            .segments
+            .iter()
+            .take_while(|(base, seg)| **base != active && seg.next_offset <= offset)
+            .map(|(base, _)| *base)
+            .collect();
+        self.delete_segments(doomed)
+    }
+
+    /// Deletes the oldest segments `doomed` (bases in order, from the first), moving the log
+    /// start past them.
+    fn delete_segments(&mut self, doomed: Vec<Offset>) -> Result<RetentionOutcome, LogError> {
         let mut outcome = RetentionOutcome {
             log_start: self.log_start,
             ..Default::default()

@@ -549,6 +549,42 @@ fn retention_by_size_keeps_the_log_under_the_limit() {
 }
 
 #[test]
+fn delete_before_drops_only_whole_segments_below_the_offset_and_survives_a_restart() {
+    let f = Fixture::new();
+    let config = LogConfig {
+        segment_bytes: 4096,
+        retention_ms: None,
+        ..small()
+    };
+    let (mut log, _) = f.open(config.clone());
+    for _ in 0..20 {
+        log.append(&batch(2, 400, T0), 0).unwrap();
+    }
+    let segments = log.segment_count();
+    assert!(segments > 3);
+    // An offset inside a segment keeps that segment: the new start is a segment base <= it.
+    let outcome = log.delete_before(21).unwrap();
+    assert!(outcome.segments_deleted > 0);
+    assert!(log.log_start_offset() <= 21 && log.log_start_offset() > 0);
+    assert_eq!(
+        offsets(&log, log.log_start_offset()).first(),
+        Some(&log.log_start_offset())
+    );
+    // Nothing below the start, nothing at or after 21 lost.
+    assert!(log.read(0, 1 << 20, Offset::MAX).is_err());
+    assert!(offsets(&log, log.log_start_offset()).contains(&39));
+    // Never the active segment, even past the end.
+    log.delete_before(Offset::MAX).unwrap();
+    assert_eq!(log.segment_count(), 1);
+    let start = log.log_start_offset();
+    log.close().unwrap();
+    let f = f.reopen();
+    let (log, _) = f.open(config);
+    assert_eq!(log.log_start_offset(), start);
+    assert_eq!(log.log_end_offset(), 40);
+}
+
+#[test]
 fn group_commit_flush_covers_appends_made_before_it_began() {
     let f = Fixture::new();
     let (mut log, _) = f.open(small());

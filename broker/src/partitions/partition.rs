@@ -449,6 +449,32 @@ impl Partition {
         Ok((bytes, offsets))
     }
 
+    /// Whole batches from `from` up to the log end, past the high watermark, and the log end:
+    /// a group coordinator that takes over replays everything its log holds (as Kafka's
+    /// does; what it holds beyond the high watermark is what it will make committed).
+    /// Blocking.
+    pub fn read_to_end(
+        &self,
+        from: Offset,
+        max_bytes: usize,
+    ) -> Result<(Bytes, Offset), PartitionError> {
+        let guard = self.log_ref();
+        let log = guard.as_ref().ok_or(PartitionError::LeaderNotAvailable)?;
+        let end = log.log_end_offset();
+        if from >= end {
+            return Ok((Bytes::new(), end));
+        }
+        Ok((log.read(from, max_bytes, end)?, end))
+    }
+
+    /// Deletes the whole segments below `offset` ([`keel_storage::Log::delete_before`]);
+    /// returns the new log start. Blocking.
+    pub fn delete_before(&self, offset: Offset) -> Result<Offset, PartitionError> {
+        let mut guard = self.log_mut();
+        let log = guard.as_mut().ok_or(PartitionError::LeaderNotAvailable)?;
+        Ok(log.delete_before(offset)?.log_start)
+    }
+
     /// The first record at or after `timestamp` below the high watermark: offset, timestamp
     /// and the leader epoch of its batch.
     pub fn offset_for_timestamp(

@@ -65,6 +65,24 @@ where
     Ok(Response::new(out))
 }
 
+/// Creates topics on behalf of the broker itself (the group coordinator's internal topic):
+/// at the active controller, here or forwarded.
+pub async fn create_topics_internal(
+    shared: &Shared,
+    req: CreateTopicsRequest,
+) -> Result<CreateTopicsResponse, Error> {
+    match shared.route(&tonic::metadata::MetadataMap::new()) {
+        Route::Local(c) => Ok(create_topics(c, req).await),
+        Route::Forward(addrs) => {
+            forward(shared, &addrs, req, |ch, r| {
+                Box::pin(async move { AdminClient::new(ch).create_topics(r).await })
+            })
+            .await
+        }
+        Route::Unavailable(e) => Err(e),
+    }
+}
+
 /// Every config of a topic: its overrides, then the defaults of the keys it does not set.
 fn effective_configs(
     overrides: &BTreeMap<String, String>,

@@ -15,6 +15,7 @@
 //!   metadata stream);
 //! - [`producer`]: the `Producer` service (appends on partition leaders);
 //! - [`consumer`]: the `Consumer` service (fetch long poll, offset lookups);
+//! - [`groups`]: the `Groups` service (consumer groups and committed offsets);
 //! - [`records`]: records between the wire and the record-batch codec;
 //! - [`replication`]: the internal `Replication` service (a leader serving follower fetches);
 //! - [`convert`]: metadata types to and from proto messages, errors with leader hints.
@@ -24,6 +25,7 @@ pub mod cluster;
 pub mod consumer;
 pub mod controller;
 pub mod convert;
+pub mod groups;
 pub mod producer;
 pub mod records;
 pub mod replication;

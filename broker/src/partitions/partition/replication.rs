@@ -137,9 +137,13 @@ impl Partition {
             Fetched::Records {
                 batches,
                 high_watermark,
-                ..
+                log_start,
             } => {
                 let appended = !batches.is_empty() && log.append_replicated(&batches)?.is_some();
+                // Follow the leader's log start (a group coordinator's snapshot moved it).
+                if log_start > log.log_start_offset() {
+                    log.delete_before(log_start)?;
+                }
                 (appended, high_watermark)
             }
             Fetched::Diverging {
