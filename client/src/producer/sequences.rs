@@ -10,18 +10,27 @@
 //! concurrently, so a batch can reach the log before the one ahead of it and be refused with
 //! `OUT_OF_ORDER_SEQUENCE`. The rules (Kafka's, `RecordAccumulator.shouldStopDrainBatches`):
 //!
-//! - A batch answered with a retriable error, or with `OUT_OF_ORDER_SEQUENCE` while an earlier
-//!   batch of its partition is unanswered or waiting to be resent, is **queued** in sequence
-//!   order. The partition then sends nothing new; once its in-flight batches are answered, it
-//!   resends the queue **one batch at a time**, oldest first, each only after the one before it
-//!   was answered, and goes back to sending new batches when the queue is empty. A resend
-//!   carries the same bytes (id, epoch, sequence), so a batch that was written already is
-//!   answered with its first write's offset (a duplicate is a success).
+//! - A batch answered with a retriable error, or with `OUT_OF_ORDER_SEQUENCE` that an earlier
+//!   batch explains, is **queued** in sequence order. An earlier batch explains the refusal
+//!   when it is unanswered, queued or failed, or when it was unanswered as the refused batch
+//!   was sent: answers come back in any order, so the earlier batch may have been written
+//!   (and its answer read) after the broker refused the later one.
+//! - A partition with a queued batch sends nothing new. Once its in-flight batches are
+//!   answered, it resends the queue **one batch at a time**, oldest first, each only after
+//!   the one before it was answered (sent together they could overtake each other again),
+//!   and goes back to sending new batches when the queue is empty. A resend carries the same
+//!   bytes (id, epoch, sequence), so a batch that was written already is answered with its
+//!   first write's offset: a duplicate is a success.
 //! - A partition's first batch of an epoch goes alone: a broker that does not know the
 //!   producer accepts any sequence, so a second batch overtaking the first would be written
 //!   ahead of it. Pipelining starts once one batch of the epoch was written.
-//! - `OUT_OF_ORDER_SEQUENCE` with nothing unanswered ahead of the batch means the broker lost
-//!   the producer's state: the batch fails for good.
+//! - `OUT_OF_ORDER_SEQUENCE` that nothing explains means the broker lost the producer's
+//!   state: the batch fails for good.
+//!
+//! A known gap, shared with Kafka: a broker that drops an idle producer's state
+//! (`producer_id_expiration_ms`, a day by default) while that producer has several batches of
+//! the partition on their way takes the first to arrive at any sequence, which may not be the
+//! oldest.
 //!
 //! # A batch that fails for good (the epoch-bump rule, KIP-360)
 //!
@@ -133,14 +142,21 @@ struct Partition {
     /// the partition moves.
     identity: Option<Identity>,
     next: i32,
-    /// Batches sent and not yet answered: batch id → record count. Ids grow with sequences.
-    in_flight: BTreeMap<u64, usize>,
+    /// Batches sent and not yet answered, by batch id (ids grow with sequences).
+    in_flight: BTreeMap<u64, Sent>,
     /// Batches to send again, by batch id (so in sequence order).
     queued: BTreeMap<u64, Queued>,
     /// A batch of `identity` was written here (until then, one batch at a time).
     confirmed: bool,
     /// The first batch of `identity` that failed for good.
     broken_at: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Sent {
+    records: usize,
+    /// An earlier batch of the partition was unanswered when this one was sent.
+    behind: bool,
 }
 
 #[derive(Debug)]
@@ -197,7 +213,7 @@ impl Sequences {
             p.restart(current);
         }
         let fields = p.assign(records);
-        p.in_flight.insert(id, records);
+        p.put_in_flight(id, records);
         self.note_in_flight(tp);
         fields
     }
@@ -239,7 +255,7 @@ impl Sequences {
             p.restart(current);
         }
         let (id, q) = p.queued.pop_first()?;
-        p.in_flight.insert(id, q.records);
+        p.put_in_flight(id, q.records);
         self.stats.resent_batches += 1;
         self.note_in_flight(tp);
         Some(Resend {
@@ -253,9 +269,10 @@ impl Sequences {
         let Some(p) = self.partitions.get_mut(tp) else {
             return Verdict::Fail;
         };
-        let Some(records) = p.in_flight.remove(&id) else {
+        let Some(sent) = p.in_flight.remove(&id) else {
             return Verdict::Fail;
         };
+        let records = sent.records;
         match answer {
             Answer::Written => {
                 p.confirmed = true;
@@ -265,7 +282,7 @@ impl Sequences {
                 p.queue(id, records, at, false);
                 Verdict::Retry
             }
-            Answer::OutOfOrder { retry_at: Some(at) } if p.explains_gap(id) => {
+            Answer::OutOfOrder { retry_at: Some(at) } if sent.behind || p.explains_gap(id) => {
                 p.queue(id, records, at, true);
                 self.stats.out_of_order_answers += 1;
                 Verdict::Retry
@@ -337,6 +354,11 @@ impl Partition {
         }
     }
 
+    fn put_in_flight(&mut self, id: u64, records: usize) {
+        let behind = !self.in_flight.is_empty();
+        self.in_flight.insert(id, Sent { records, behind });
+    }
+
     fn is_idle(&self) -> bool {
         self.in_flight.is_empty() && self.queued.is_empty()
     }
@@ -390,7 +412,7 @@ impl Partition {
     }
 
     /// Whether an `OUT_OF_ORDER_SEQUENCE` for batch `id` is explained by an earlier batch
-    /// that is unanswered, queued, or failed for good.
+    /// that is unanswered, queued, or failed for good now (see also [`Sent::behind`]).
     fn explains_gap(&self, id: u64) -> bool {
         self.in_flight.range(..id).next().is_some()
             || self.queued.range(..id).next().is_some()
