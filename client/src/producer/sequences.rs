@@ -122,6 +122,8 @@ pub struct ProducerStats {
     /// Times the producer started a new epoch (or took a new producer id) after a batch
     /// failed for good.
     pub epoch_bumps: u64,
+    /// Batches given new sequences in a new epoch, behind a batch that failed for good.
+    pub renumbered_batches: u64,
 }
 
 /// See the module doc.
@@ -252,7 +254,7 @@ impl Sequences {
             return None;
         }
         if p.identity != current && p.must_renumber() {
-            p.restart(current);
+            self.stats.renumbered_batches += p.restart(current);
         }
         let (id, q) = p.queued.pop_first()?;
         p.put_in_flight(id, q.records);
@@ -378,20 +380,22 @@ impl Partition {
     }
 
     /// Moves to `identity` at sequence 0; queued batches get new fields in their order.
-    fn restart(&mut self, identity: Option<Identity>) {
+    /// Returns how many did.
+    fn restart(&mut self, identity: Option<Identity>) -> u64 {
         self.identity = identity;
         self.next = 0;
         self.confirmed = false;
         self.broken_at = None;
         let counts: Vec<(u64, usize)> =
             self.queued.iter().map(|(id, q)| (*id, q.records)).collect();
-        for (id, records) in counts {
+        for &(id, records) in &counts {
             let fields = self.assign(records);
             if let Some(q) = self.queued.get_mut(&id) {
                 q.renumbered = Some(fields);
                 q.refused = false;
             }
         }
+        counts.len() as u64
     }
 
     /// When the oldest queued batch may go: nothing of the partition is in flight.

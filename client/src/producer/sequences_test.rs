@@ -181,6 +181,7 @@ fn later_batches_of_a_broken_partition_get_new_sequences_in_the_new_epoch() {
     // once the queue is empty.
     s.answered(&tp(0), 4, Answer::Written);
     assert_eq!(es(s.send(&tp(0), 5, 1)), (1, 6));
+    assert_eq!(s.stats().renumbered_batches, 3);
     // The other partition finishes its epoch-0 batch before moving, from sequence 0.
     assert!(!s.may_send(&tp(1)));
     s.answered(&tp(1), 9, Answer::Written);
