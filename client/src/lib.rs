@@ -27,8 +27,10 @@
 //! # Layout
 //!
 //! - `admin.rs` — [`AdminClient`], [`AdminOptions`]; bootstrap failover, retries and backoff.
-//! - `producer/` — [`Producer`], [`ProducerOptions`], [`DeliveryFuture`]: the accumulator
-//!   (batching, per-partition muting), the driver task and the sender (requests, retries).
+//! - `producer/` — [`Producer`], [`ProducerOptions`], [`DeliveryFuture`], [`ProducerStats`]:
+//!   the accumulator (batching), the driver task (dispatch, retries), the sender (one
+//!   request) and the in-flight bookkeeping (up to five batches per partition in order,
+//!   idempotent sequences and epochs).
 //! - `consumer.rs` — [`Consumer`], [`ConsumerOptions`], [`Position`], [`OffsetReset`],
 //!   [`PartitionOffsets`].
 //! - `group_consumer.rs` — [`GroupConsumer`], [`GroupOptions`], [`Subscription`]: a consumer
@@ -75,7 +77,7 @@ pub use groups::{GroupDescription, GroupListing, GroupMemberInfo, GroupOffsetInf
 /// The wire error code, re-exported so callers can match on [`ApiError::code`].
 pub use keel_proto::v1::ErrorCode;
 pub use partitioner::{murmur2, partition_for_key};
-pub use producer::{DeliveryFuture, Producer, ProducerOptions};
+pub use producer::{DeliveryFuture, Producer, ProducerOptions, ProducerStats};
 pub use record::{Acks, ConsumerRecord, Header, ProducerRecord, RecordMetadata, TopicPartition};
 pub use record_batch::Compression;
 pub use topic::{

@@ -8,4 +8,5 @@ mod t14_python;
 mod t20_data;
 mod t21_replication;
 mod t22_idempotence;
+mod t23_pipelined_producer;
 mod t50_storage_crash;

@@ -3,7 +3,8 @@
 //! # Layout
 //! - [`cluster`]: [`TestCluster`](cluster::TestCluster), real `keeld` processes on loopback
 //!   that a test starts, kills, stops, pauses and restarts.
-//! - [`proxy`]: a TCP proxy that can swallow answers (requests arrive, answers are lost).
+//! - [`proxy`]: a TCP proxy that can swallow answers (requests arrive, answers are lost),
+//!   also in front of a node's advertised address.
 //! - [`workload`]: producers that keep a history, reading back a cluster's partitions (over
 //!   the API or from a stopped node's files), and the checker comparing the two.
 //! - `tests/it/main.rs`: one integration-test binary with modules per area, named `t10_`

@@ -2,9 +2,13 @@
 //! address, and on request swallows what the server sends back and then cuts the
 //! connection, so that requests reach the server but their answers are lost (the client sees
 //! a broken connection and retries).
+//!
+//! To put a proxy in front of a node's advertised address, start the node with
+//! `KEEL_ADVERTISED_HOST=127.0.0.2` and the proxy on `127.0.0.2` with the node's client port
+//! ([`Proxy::start_on`]): clients that learn leaders from metadata then go through it.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,29 +23,38 @@ const CUT_AFTER: Duration = Duration::from_millis(100);
 /// A running proxy; stops (and cuts every connection) when dropped.
 pub struct Proxy {
     addr: SocketAddr,
-    swallow: Arc<AtomicBool>,
+    faults: Arc<Faults>,
     task: JoinHandle<()>,
+}
+
+/// What the connections of a proxy share.
+#[derive(Default)]
+struct Faults {
+    swallow: AtomicBool,
+    /// Answers swallowed so far (each cut a connection).
+    swallowed: AtomicU64,
 }
 
 impl Proxy {
     /// Listens on a free loopback port and forwards every connection to `target`.
     pub async fn start(target: SocketAddr) -> Proxy {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+        Proxy::start_on(SocketAddr::from(([127, 0, 0, 1], 0)), target).await
+    }
+
+    /// Listens on `listen` and forwards every connection to `target`.
+    pub async fn start_on(listen: SocketAddr, target: SocketAddr) -> Proxy {
+        let listener = TcpListener::bind(listen).await.expect("bind proxy");
         let addr = listener.local_addr().expect("proxy address");
-        let swallow = Arc::new(AtomicBool::new(false));
-        let flag = swallow.clone();
+        let faults = Arc::new(Faults::default());
+        let shared = faults.clone();
         let task = tokio::spawn(async move {
             let mut connections = tokio::task::JoinSet::new();
             while let Ok((client, _)) = listener.accept().await {
-                connections.spawn(forward(client, target, flag.clone()));
+                connections.spawn(forward(client, target, shared.clone()));
                 while connections.try_join_next().is_some() {}
             }
         });
-        Proxy {
-            addr,
-            swallow,
-            task,
-        }
+        Proxy { addr, faults, task }
     }
 
     /// The address clients connect to.
@@ -51,7 +64,12 @@ impl Proxy {
 
     /// While on, answers from the server are swallowed and their connections cut.
     pub fn swallow_answers(&self, on: bool) {
-        self.swallow.store(on, Ordering::SeqCst);
+        self.faults.swallow.store(on, Ordering::SeqCst);
+    }
+
+    /// How many answers were swallowed (and their connections cut) so far.
+    pub fn swallowed(&self) -> u64 {
+        self.faults.swallowed.load(Ordering::SeqCst)
     }
 }
 
@@ -61,7 +79,7 @@ impl Drop for Proxy {
     }
 }
 
-async fn forward(client: TcpStream, target: SocketAddr, swallow: Arc<AtomicBool>) {
+async fn forward(client: TcpStream, target: SocketAddr, faults: Arc<Faults>) {
     let Ok(server) = TcpStream::connect(target).await else {
         return;
     };
@@ -79,7 +97,8 @@ async fn forward(client: TcpStream, target: SocketAddr, swallow: Arc<AtomicBool>
                 Ok(0) | Err(_) => return,
                 Ok(n) => n,
             };
-            if swallow.load(Ordering::SeqCst) {
+            if faults.swallow.load(Ordering::SeqCst) {
+                faults.swallowed.fetch_add(1, Ordering::SeqCst);
                 tokio::time::sleep(CUT_AFTER).await;
                 return; // drops the answer and, with `up`, the connection
             }

@@ -13,6 +13,10 @@
 //! acknowledged, as a real producer retries. [`check_exactly_once`] then also demands that
 //! every value sent is present exactly once (only the attempt cut short by the end of the run
 //! may be missing): without idempotence, a retry after a lost answer shows up as a duplicate.
+//!
+//! [`produce_with_client`] is the same workload through the Rust client's [`Producer`]
+//! (batches, several in flight, its own retries): its history holds every record it was told
+//! was delivered, in send order.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -20,6 +24,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use keel_client::Producer;
 use keel_proto::v1::cluster_client::ClusterClient;
 use keel_proto::v1::consumer_client::ConsumerClient;
 use keel_proto::v1::partition_produce_data::Data;
@@ -81,6 +86,8 @@ pub struct History {
     pub abandoned: Option<Bytes>,
     /// Sequence errors (OUT_OF_ORDER_SEQUENCE, PRODUCER_FENCED, ...): never expected.
     pub sequence_errors: Vec<String>,
+    /// [`produce_with_client`]: records whose delivery failed, with the error.
+    pub client_errors: Vec<String>,
 }
 
 /// Channels by URL, made lazily and reused.
@@ -253,6 +260,62 @@ pub async fn produce(w: Arc<Workload>, producer: u32, stop: watch::Receiver<bool
     }
     h.abandoned = retry.map(|(_, value)| value);
     h
+}
+
+/// Produces with `producer` until `stop` turns true: values `p<id>-<seq>` round robin over
+/// the workload's partitions, with at most `outstanding` deliveries unanswered (the oldest is
+/// awaited first); every delivery is awaited before returning. A failed delivery counts in
+/// `failed` and its error in `client_errors`.
+pub async fn produce_with_client(
+    producer: &Producer,
+    w: &Workload,
+    id: u32,
+    outstanding: usize,
+    stop: watch::Receiver<bool>,
+) -> History {
+    let mut h = History::default();
+    let mut waiting = std::collections::VecDeque::new();
+    let mut seq = 0u64;
+    while !*stop.borrow() {
+        let partition = (seq % w.partitions as u64) as i32;
+        let value = Bytes::from(format!("p{id}-{seq:08}"));
+        seq += 1;
+        let record = keel_client::ProducerRecord::new(&w.topic, value.clone()).partition(partition);
+        h.attempts += 1;
+        match producer.send(record).await {
+            Ok(delivery) => waiting.push_back((value, delivery)),
+            Err(e) => {
+                h.failed += 1;
+                h.client_errors.push(format!("{value:?}: {e}"));
+            }
+        }
+        while waiting.len() >= outstanding {
+            let (value, delivery) = waiting.pop_front().expect("waiting");
+            settle(&mut h, value, delivery.await);
+        }
+    }
+    for (value, delivery) in waiting {
+        settle(&mut h, value, delivery.await);
+    }
+    h
+}
+
+fn settle(
+    h: &mut History,
+    value: Bytes,
+    delivered: Result<keel_client::RecordMetadata, keel_client::Error>,
+) {
+    match delivered {
+        Ok(m) => h.acked.push(Acked {
+            partition: m.partition,
+            offset: m.offset.expect("acks=all gives offsets"),
+            value,
+        }),
+        Err(e) => {
+            h.failed += 1;
+            h.client_errors.push(format!("{value:?}: {e}"));
+        }
+    }
 }
 
 fn is_sequence_error(code: i32) -> bool {

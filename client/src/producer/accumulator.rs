@@ -1,8 +1,8 @@
 //! Batching, without I/O: records collect per partition into batches of up to `batch_size`
 //! bytes; a batch is ready when full, when it is `linger` old, or when a flush covers it.
-//! At most one batch per partition is in flight (the partition is *muted* until its batch
-//! completes), which keeps every partition's records in send order even when a batch is
-//! retried, while batches of many partitions travel at once.
+//! Which ready batch may be sent, and how many of a partition travel at once, is decided by
+//! `sequences.rs`; the accumulator only keeps the queues and knows which batches are not yet
+//! answered, for flushes.
 //!
 //! Generic over the record and flush-waiter types so that tests can use plain values.
 
@@ -31,7 +31,6 @@ pub(crate) struct Accumulator<T, W> {
     batch_size: usize,
     linger: Duration,
     queues: BTreeMap<TopicPartition, VecDeque<Batch<T>>>,
-    muted: BTreeSet<TopicPartition>,
     next_id: u64,
     /// Batches created and not yet completed.
     outstanding: BTreeSet<u64>,
@@ -45,7 +44,6 @@ impl<T, W> Accumulator<T, W> {
             batch_size,
             linger,
             queues: BTreeMap::new(),
-            muted: BTreeSet::new(),
             next_id: 0,
             outstanding: BTreeSet::new(),
             flushes: Vec::new(),
@@ -81,13 +79,12 @@ impl<T, W> Accumulator<T, W> {
         closed_one
     }
 
-    /// The partitions whose first batch may be sent now: not muted, and full, lingered long
-    /// enough, or covered by a flush.
+    /// The partitions whose first batch may be sent now: full, lingered long enough, or
+    /// covered by a flush.
     pub fn ready(&self, now: Instant) -> Vec<TopicPartition> {
         let flush_upto = self.flushes.iter().map(|(id, _)| *id).max();
         self.queues
             .iter()
-            .filter(|(tp, _)| !self.muted.contains(*tp))
             .filter_map(|(tp, q)| q.front().map(|b| (tp, b)))
             .filter(|(_, b)| {
                 b.closed
@@ -98,7 +95,8 @@ impl<T, W> Accumulator<T, W> {
             .collect()
     }
 
-    /// Takes `tp`'s first batch for sending and mutes `tp` until [`Accumulator::completed`].
+    /// Takes `tp`'s first batch for sending; it counts as outstanding until
+    /// [`Accumulator::completed`].
     pub fn take(&mut self, tp: &TopicPartition) -> Option<Batch<T>> {
         let queue = self.queues.get_mut(tp)?;
         let mut batch = queue.pop_front()?;
@@ -106,26 +104,24 @@ impl<T, W> Accumulator<T, W> {
             self.queues.remove(tp);
         }
         batch.closed = true;
-        self.muted.insert(tp.clone());
         Some(batch)
     }
 
-    /// The earliest time an unmuted open batch becomes ready by lingering, if that is still
-    /// to come; batches ready already are sent or wait for an in-flight request to finish.
+    /// The earliest time a partition's first batch becomes ready by lingering, if that is
+    /// still to come; batches ready already are sent or wait for their partition or broker to
+    /// have room, which an answer brings.
     pub fn next_deadline(&self, now: Instant) -> Option<Instant> {
         self.queues
-            .iter()
-            .filter(|(tp, _)| !self.muted.contains(*tp))
-            .filter_map(|(_, q)| q.front())
+            .values()
+            .filter_map(|q| q.front())
             .map(|b| b.created + self.linger)
             .filter(|&at| at > now)
             .min()
     }
 
-    /// Batch `id` of `tp` finished (delivered or failed): unmutes `tp` and returns the flush
-    /// waiters that have nothing left to wait for.
-    pub fn completed(&mut self, tp: &TopicPartition, id: u64) -> Vec<W> {
-        self.muted.remove(tp);
+    /// Batch `id` finished (delivered or failed for good): returns the flush waiters that
+    /// have nothing left to wait for.
+    pub fn completed(&mut self, id: u64) -> Vec<W> {
         self.outstanding.remove(&id);
         let oldest = self.outstanding.first().copied();
         let (done, waiting) = std::mem::take(&mut self.flushes)
@@ -185,11 +181,11 @@ mod tests {
         let b = a.take(&tp(0)).unwrap();
         assert_eq!(b.records, vec![1, 2]);
         assert_eq!(b.size, 100);
-        // The second batch waits: the partition is muted while the first is in flight.
-        assert!(a.ready(t0 + LINGER).is_empty());
-        assert!(a.completed(&tp(0), b.id).is_empty());
+        // The second batch lingers until it is full or old enough.
+        assert!(a.ready(t0).is_empty());
         assert_eq!(a.ready(t0 + LINGER), vec![tp(0)]);
         assert_eq!(a.take(&tp(0)).unwrap().records, vec![3]);
+        assert!(a.completed(b.id).is_empty());
     }
 
     #[test]
@@ -202,7 +198,7 @@ mod tests {
         assert!(a.ready(t0 + Duration::from_millis(9)).is_empty());
         assert_eq!(a.ready(t0 + LINGER), vec![tp(1)]);
         a.take(&tp(1));
-        // The muted partition no longer counts; tp(2) lingers until 14 ms.
+        // tp(1) has no batch left; tp(2) lingers until 14 ms.
         assert_eq!(
             a.next_deadline(t0 + LINGER),
             Some(t0 + Duration::from_millis(14))
@@ -235,11 +231,11 @@ mod tests {
         let b0 = a.take(&tp(0)).unwrap();
         let b1 = a.take(&tp(1)).unwrap();
         a.append(&tp(0), 3, 10, t0);
-        assert!(a.completed(&tp(1), b1.id).is_empty());
-        assert_eq!(a.completed(&tp(0), b0.id), vec!["f1"]);
+        assert!(a.completed(b1.id).is_empty());
+        assert_eq!(a.completed(b0.id), vec!["f1"]);
         assert!(!a.is_empty());
         let b2 = a.take(&tp(0)).unwrap();
-        assert!(a.completed(&tp(0), b2.id).is_empty());
+        assert!(a.completed(b2.id).is_empty());
         assert!(a.is_empty());
     }
 
@@ -254,5 +250,11 @@ mod tests {
         let b = a.take(&tp(1)).unwrap();
         assert_eq!(b.tp, tp(1));
         assert_eq!(a.ready(t0), vec![tp(0), tp(2)]);
+        a.append(&tp(1), 9, 100, t0);
+        assert_eq!(
+            a.ready(t0),
+            vec![tp(0), tp(1), tp(2)],
+            "a partition's next batch is ready while one is out: sequences.rs decides"
+        );
     }
 }

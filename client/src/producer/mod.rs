@@ -10,27 +10,36 @@
 //! 2. The driver (one task, `driver.rs`) owns the [`accumulator`](accumulator): it adds the
 //!    record to its partition's batch and, whenever batches are ready (full, `linger` old,
 //!    flushed), groups them by leader into one request per broker, at most `max_in_flight`
-//!    requests per broker at a time and one batch per partition (order per partition).
-//! 3. A sender task (`sender.rs`) encodes the batches (Kafka v2, compressed), sends them and
-//!    resolves each record's future with its offset, retrying retriable failures (a moved
-//!    leader: `NOT_LEADER`, a dead broker) after a metadata refresh and a backoff, until
-//!    `retries` or `delivery_timeout` run out.
+//!    requests per broker at a time and at most `max_in_flight_per_partition` batches of a
+//!    partition (5 with idempotence, else 1), each partition's in sequence order.
+//! 3. A sender task (`sender.rs`) sends one request and hands each batch back with its
+//!    outcome. The driver resolves the records' futures with their offsets, or queues a batch
+//!    that failed retriably (a moved leader: `NOT_LEADER`, a dead broker, a lost answer) for
+//!    a retry after a metadata refresh and a backoff, until `retries` or `delivery_timeout`
+//!    run out. A partition with a queued batch sends nothing new: once its in-flight batches
+//!    are answered it resends the queue oldest first, one batch at a time (`sequences.rs`),
+//!    so records keep their order.
 //!
 //! # Idempotence (on by default)
 //!
 //! With `idempotence` and acks=all, [`Producer::connect`] asks a broker for a producer id
 //! (`InitProducerId`) and every batch carries the id, its epoch and a per-partition sequence
 //! (`sequences.rs`), so a retry of a batch whose answer was lost is recognised by the leader
-//! and not written twice, across leader failover too. With other acks, idempotence is off (as
+//! and not written twice, across leader failover too, and a batch that overtook an earlier one
+//! is refused (`OUT_OF_ORDER_SEQUENCE`) and resent after it. A batch that fails for good
+//! bumps the epoch and restarts every partition's sequences at 0 (the rule, and what happens
+//! to the batches behind it, is in `sequences.rs`). With other acks, idempotence is off (as
 //! Kafka's producer does when it is not asked for explicitly).
 //!
 //! # Layout
 //!
 //! - `mod.rs` — [`Producer`], [`ProducerOptions`], [`DeliveryFuture`].
-//! - `accumulator.rs` — batching and partition muting, pure (unit tests).
-//! - `driver.rs` — the driver task: inbox, linger timer, dispatch, completions.
-//! - `sender.rs` — one request's delivery with retries.
-//! - `sequences.rs` — producer id, epoch and sequences of the idempotent producer, pure.
+//! - `accumulator.rs` — batching, pure (unit tests).
+//! - `driver.rs` — the driver task: inbox, linger and retry timers, dispatch, answers.
+//! - `sender.rs` — one produce request and its outcomes; a batch's encoding.
+//! - `sequences.rs` — which batch of a partition goes next and with which producer id, epoch
+//!   and sequence; retries in order; the epoch bump after a failure; pure (unit and property
+//!   tests in `sequences_test.rs`).
 
 mod accumulator;
 mod driver;
@@ -39,7 +48,7 @@ mod sequences;
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -49,7 +58,9 @@ use tokio::task::JoinHandle;
 use crate::partitioner::partition_for_key;
 use crate::topology::Topology;
 use crate::{Acks, AdminOptions, Compression, Error, ProducerRecord, RecordMetadata};
-use sequences::Sequences;
+use sequences::{Identity, Sequences, MAX_IN_FLIGHT_IDEMPOTENT};
+
+pub use sequences::ProducerStats;
 
 /// How a [`Producer`] batches, sends and retries. Defaults follow Kafka's producer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,9 +76,14 @@ pub struct ProducerOptions {
     /// Bytes of records buffered or in flight before [`Producer::send`] waits
     /// (`buffer.memory`).
     pub buffer_memory: usize,
-    /// Requests in flight per broker (`max.in.flight.requests.per.connection`). Order per
-    /// partition holds for any value: a partition has at most one batch in flight.
+    /// Requests in flight per broker (`max.in.flight.requests.per.connection`).
     pub max_in_flight: usize,
+    /// Batches of one partition in flight at once. `None` (the default): 5 with idempotence
+    /// (the most brokers can deduplicate: they remember a producer's last five batches per
+    /// partition; more is refused by [`Producer::connect`]), and 1 without, which keeps
+    /// records in order across retries. Without idempotence, more than 1 lets a retried batch
+    /// land after batches sent behind it (as in Kafka).
+    pub max_in_flight_per_partition: Option<usize>,
     /// Makes retries write nothing twice (`enable.idempotence`); takes effect with
     /// acks=all only.
     pub idempotence: bool,
@@ -95,6 +111,7 @@ impl Default for ProducerOptions {
             batch_size: 16 * 1024,
             buffer_memory: 32 * 1024 * 1024,
             max_in_flight: 5,
+            max_in_flight_per_partition: None,
             idempotence: true,
             retries: 10,
             retry_backoff: Duration::from_millis(100),
@@ -107,6 +124,29 @@ impl Default for ProducerOptions {
 }
 
 impl ProducerOptions {
+    /// Whether the producer is idempotent: asked for, and with acks=all.
+    fn is_idempotent(&self) -> bool {
+        self.idempotence && self.acks == Acks::All
+    }
+
+    /// The bound on a partition's batches in flight (see `max_in_flight_per_partition`), or
+    /// why the options are refused.
+    fn per_partition_in_flight(&self) -> Result<usize, Error> {
+        let idempotent = self.is_idempotent();
+        match self.max_in_flight_per_partition {
+            None if idempotent => Ok(MAX_IN_FLIGHT_IDEMPOTENT),
+            None => Ok(1),
+            Some(n) if n == 0 || (idempotent && n > MAX_IN_FLIGHT_IDEMPOTENT) => {
+                Err(Error::InvalidArgument {
+                    argument: format!("max_in_flight_per_partition={n}"),
+                    reason: "must be 1 to 5 with idempotence (brokers remember five batches), \
+                             and positive without",
+                })
+            }
+            Some(n) => Ok(n),
+        }
+    }
+
     /// The wait before retry number `retry` (0 for the first).
     pub(crate) fn backoff_for(&self, retry: u32) -> Duration {
         self.retry_backoff
@@ -152,6 +192,7 @@ pub struct Producer {
     buffer: Arc<Semaphore>,
     buffer_memory: usize,
     driver: Mutex<Option<JoinHandle<()>>>,
+    stats: Arc<Mutex<ProducerStats>>,
 }
 
 impl Producer {
@@ -166,24 +207,34 @@ impl Producer {
                 reason: "batch_size and max_in_flight must be positive",
             });
         }
+        let per_partition = options.per_partition_in_flight()?;
         let topology = Arc::new(Topology::connect(bootstrap, options.metadata.clone()).await?);
-        let sequences = match options.idempotence && options.acks == Acks::All {
+        let identity = match options.is_idempotent() {
             true => {
-                let (id, epoch) = topology.admin().init_producer_id().await?;
-                Some(Sequences::new(id, epoch))
+                let (producer_id, epoch) = topology.admin().init_producer_id().await?;
+                Some(Identity { producer_id, epoch })
             }
             false => None,
         };
+        let sequences = Sequences::new(identity, per_partition);
         // Records queue in the accumulator, not here: a short inbox is enough to decouple.
         let (inbox, commands) = mpsc::channel(1024);
         let buffer_memory = options.buffer_memory.min(Semaphore::MAX_PERMITS);
-        let driver = tokio::spawn(driver::run(commands, topology.clone(), options, sequences));
+        let stats = Arc::new(Mutex::new(ProducerStats::default()));
+        let driver = driver::run(
+            commands,
+            topology.clone(),
+            options,
+            sequences,
+            stats.clone(),
+        );
         Ok(Self {
             topology,
             inbox,
             buffer: Arc::new(Semaphore::new(buffer_memory)),
             buffer_memory,
-            driver: Mutex::new(Some(driver)),
+            driver: Mutex::new(Some(tokio::spawn(driver))),
+            stats,
         })
     }
 
@@ -251,6 +302,12 @@ impl Producer {
             .map_err(|_| Error::Closed("the producer's driver stopped"))
     }
 
+    /// Counters of what the producer's batches went through so far (in-flight depth, resends,
+    /// out-of-order refusals, epoch bumps).
+    pub fn stats(&self) -> ProducerStats {
+        *self.stats.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// Delivers every queued record, then stops the driver. Records still queued when a
     /// `Producer` is dropped without `close` are delivered too, by the driver, as long as the
     /// runtime runs.
@@ -258,7 +315,7 @@ impl Producer {
         let driver = self
             .driver
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .unwrap_or_else(PoisonError::into_inner)
             .take();
         drop(self.inbox);
         if let Some(driver) = driver {
@@ -311,5 +368,28 @@ mod tests {
             .await
             .unwrap_err();
         assert_eq!(err.code_name(), "INVALID_ARGUMENT");
+    }
+
+    #[test]
+    fn five_in_flight_per_partition_with_idempotence_one_without() {
+        let idempotent = ProducerOptions::default();
+        assert_eq!(idempotent.per_partition_in_flight(), Ok(5));
+        let plain = ProducerOptions {
+            acks: Acks::Leader,
+            ..ProducerOptions::default()
+        };
+        assert_eq!(plain.per_partition_in_flight(), Ok(1));
+        let seven = |o: ProducerOptions| ProducerOptions {
+            max_in_flight_per_partition: Some(7),
+            ..o
+        };
+        assert_eq!(seven(plain).per_partition_in_flight(), Ok(7));
+        let refused = seven(idempotent).per_partition_in_flight().unwrap_err();
+        assert_eq!(refused.code_name(), "INVALID_ARGUMENT");
+        let zero = ProducerOptions {
+            max_in_flight_per_partition: Some(0),
+            ..ProducerOptions::default()
+        };
+        assert!(zero.per_partition_in_flight().is_err());
     }
 }

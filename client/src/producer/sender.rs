@@ -1,10 +1,11 @@
-//! Delivering batches: encode each once, send them to their leaders, answer every record, and
-//! retry what failed retriably (after a metadata refresh and a backoff) until the batch's
-//! retries or delivery timeout run out.
+//! One produce request: the batches of several partitions (one batch each) to their leader,
+//! and each batch's outcome. A sender task sends once; when something failed retriably it
+//! refreshes the metadata before handing the batches back, so that the driver's retries
+//! (ordered per partition by `sequences.rs`, after a backoff) go to the new leader.
 //!
-//! A retried batch keeps its partition muted the whole time (the driver unmutes it only when
-//! this task ends), so no later batch of the partition can overtake it. A batch is encoded
-//! once, so a retry carries the same producer id, epoch and sequence as the first try.
+//! A batch is encoded by the driver when it is taken ([`Outgoing::encode`]), and again only
+//! when its partition moved to a new epoch; a retry otherwise carries the same bytes, so the
+//! same producer id, epoch and sequence as the first try.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -22,7 +23,7 @@ use super::{Pending, ProducerOptions};
 use crate::pb_conv::api_error;
 use crate::record_batch::{self, BatchRecord, ProducerFields};
 use crate::topology::{Route, Topology};
-use crate::{ApiError, Error, ErrorCode, RecordMetadata, TopicPartition};
+use crate::{ApiError, Compression, Error, ErrorCode, RecordMetadata, TopicPartition};
 
 /// Margin on top of the produce timeout the broker gets, so that the broker's own
 /// `REQUEST_TIMED_OUT` arrives before the client gives up on the call.
@@ -37,19 +38,88 @@ pub(crate) struct Sender {
     slots: Mutex<HashMap<i32, Arc<Semaphore>>>,
 }
 
-/// One encoded batch and the records it answers for.
-struct Outgoing {
-    tp: TopicPartition,
+/// One batch, encoded, with the records it answers for.
+#[derive(Debug)]
+pub(crate) struct Outgoing {
+    /// The accumulator's batch id (grows with the partition's sequences).
+    pub id: u64,
+    pub tp: TopicPartition,
     data: Bytes,
     records: Vec<Pending>,
     /// When the batch's first record was queued plus `delivery_timeout`.
-    deadline: Instant,
+    pub deadline: Instant,
+    /// Retries after retriable errors so far (out-of-order refusals do not count).
+    pub retries: u32,
 }
 
 /// What a broker reports for a written batch.
-struct Written {
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Written {
     base_offset: Option<i64>,
     log_append_time: Option<i64>,
+}
+
+/// A batch handed back by a sender task with its outcome.
+pub(crate) type Answered = (Outgoing, Result<Written, Error>);
+
+impl Outgoing {
+    /// A batch taken from the accumulator, not yet encoded.
+    pub fn new(batch: Batch<Pending>, delivery_timeout: Duration) -> Self {
+        Self {
+            id: batch.id,
+            tp: batch.tp,
+            data: Bytes::new(),
+            records: batch.records,
+            deadline: batch.created + delivery_timeout,
+            retries: 0,
+        }
+    }
+
+    /// Encodes the records with `fields` (a first try, or a batch given new sequences).
+    /// Fails only for a record over 2 GiB.
+    pub fn encode(&mut self, codec: Compression, fields: ProducerFields) -> Result<(), Error> {
+        let records: Vec<BatchRecord> = self
+            .records
+            .iter()
+            .map(|p| BatchRecord {
+                timestamp: p.record.timestamp.unwrap_or_default(),
+                key: p.record.key.clone(),
+                value: p.record.value.clone(),
+                headers: p.record.headers.clone(),
+            })
+            .collect();
+        self.data = record_batch::encode_with(codec, fields, &records).map_err(|e| {
+            Error::InvalidArgument {
+                argument: format!("{}: {e}", self.tp),
+                reason: "cannot encode the batch",
+            }
+        })?;
+        Ok(())
+    }
+
+    /// Answers every record with its offset (base offset + position).
+    pub fn complete(self, written: Written) {
+        for (i, p) in self.records.into_iter().enumerate() {
+            let metadata = RecordMetadata {
+                topic: self.tp.topic.clone(),
+                partition: self.tp.partition,
+                offset: written.base_offset.map(|base| base + i as i64),
+                timestamp: written
+                    .log_append_time
+                    .or(p.record.timestamp)
+                    .unwrap_or_default(),
+            };
+            let _ = p.reply.send(Ok(metadata));
+        }
+    }
+
+    /// Answers every record with `e`: the batch will not be sent again.
+    pub fn fail(self, e: Error) {
+        debug!(topic = %self.tp.topic, partition = self.tp.partition, error = %e, "batch failed");
+        for p in self.records {
+            let _ = p.reply.send(Err(e.clone()));
+        }
+    }
 }
 
 impl Sender {
@@ -66,11 +136,8 @@ impl Sender {
     }
 
     /// A free in-flight slot of `broker`, without waiting.
-    pub fn try_slot(&self, broker: i32) -> Option<(i32, OwnedSemaphorePermit)> {
-        self.slots_of(broker)
-            .try_acquire_owned()
-            .ok()
-            .map(|p| (broker, p))
+    pub fn try_slot(&self, broker: i32) -> Option<OwnedSemaphorePermit> {
+        self.slots_of(broker).try_acquire_owned().ok()
     }
 
     fn slots_of(&self, broker: i32) -> Arc<Semaphore> {
@@ -82,123 +149,38 @@ impl Sender {
             .clone()
     }
 
-    /// Delivers `batches` (see the module doc). `slot` is the in-flight slot the driver took
-    /// for their leader, if it knew one. Returns the partitions whose batch failed for good.
-    pub async fn deliver(
+    /// Sends `batches` (at most one per partition) to `route`, holding `slot` meanwhile; with
+    /// no route (no known leader) fails them with `LEADER_NOT_AVAILABLE`. `generation` is the
+    /// metadata generation the route came from.
+    pub async fn attempt(
         &self,
-        batches: Vec<(Batch<Pending>, ProducerFields)>,
-        mut slot: Option<(i32, OwnedSemaphorePermit)>,
-    ) -> Vec<TopicPartition> {
-        let mut gave_up = Vec::new();
-        let mut todo: Vec<Outgoing> = batches
-            .into_iter()
-            .filter_map(|(b, fields)| self.encode(b, fields, &mut gave_up))
-            .collect();
-        let mut retry = 0;
-        while !todo.is_empty() {
-            let generation = self.topology.generation();
-            let mut failed = Vec::new();
-            let mut groups: BTreeMap<i32, (Route, Vec<Outgoing>)> = BTreeMap::new();
-            for o in todo.drain(..) {
-                match self.topology.route(&o.tp) {
-                    Some(route) => groups
-                        .entry(route.broker)
-                        .or_insert((route, vec![]))
-                        .1
-                        .push(o),
-                    None => {
-                        let e = ApiError::new(ErrorCode::LeaderNotAvailable, "no known leader");
-                        failed.push((o, Error::Api(e)));
-                    }
-                }
+        route: Option<Route>,
+        generation: u64,
+        batches: Vec<Outgoing>,
+        slot: Option<OwnedSemaphorePermit>,
+    ) -> Vec<Answered> {
+        let answered = match route {
+            Some(route) => self.send(&route, batches).await,
+            None => {
+                let e = Error::Api(ApiError::new(
+                    ErrorCode::LeaderNotAvailable,
+                    "no known leader",
+                ));
+                batches.into_iter().map(|o| (o, Err(e.clone()))).collect()
             }
-            for (broker, (route, group)) in groups {
-                let permit = match slot.take() {
-                    Some((b, permit)) if b == broker => permit,
-                    _ => self
-                        .slots_of(broker)
-                        .acquire_owned()
-                        .await
-                        .expect("slot semaphores are never closed"),
-                };
-                for (o, result) in self.send(&route, group).await {
-                    match result {
-                        Ok(written) => complete(o, written),
-                        Err(e) => failed.push((o, e)),
-                    }
-                }
-                drop(permit);
-            }
-            slot = None;
-
-            let now = Instant::now();
-            for (o, e) in failed {
-                if e.is_retriable() && retry < self.options.retries && now < o.deadline {
-                    debug!(topic = %o.tp.topic, partition = o.tp.partition, retry, error = %e, "retrying batch");
-                    todo.push(o);
-                } else {
-                    gave_up.push(o.tp.clone());
-                    fail(o, e);
-                }
-            }
-            if todo.is_empty() {
-                return gave_up;
-            }
+        };
+        drop(slot);
+        let retriable = |(_, r): &Answered| r.as_ref().is_err_and(Error::is_retriable);
+        if answered.iter().any(retriable) {
             if let Err(e) = self.topology.refresh_after(generation).await {
                 debug!(error = %e, "metadata refresh failed");
             }
-            tokio::time::sleep(self.options.backoff_for(retry)).await;
-            retry += 1;
         }
-        gave_up
-    }
-
-    /// Encodes a batch; on failure (a record over 2 GiB) answers its records at once (and
-    /// counts the partition in `gave_up`: the sequence it was given is never sent).
-    fn encode(
-        &self,
-        batch: Batch<Pending>,
-        fields: ProducerFields,
-        gave_up: &mut Vec<TopicPartition>,
-    ) -> Option<Outgoing> {
-        let records: Vec<BatchRecord> = batch
-            .records
-            .iter()
-            .map(|p| BatchRecord {
-                timestamp: p.record.timestamp.unwrap_or_default(),
-                key: p.record.key.clone(),
-                value: p.record.value.clone(),
-                headers: p.record.headers.clone(),
-            })
-            .collect();
-        let deadline = batch.created + self.options.delivery_timeout;
-        match record_batch::encode_with(self.options.compression, fields, &records) {
-            Ok(data) => Some(Outgoing {
-                tp: batch.tp,
-                data,
-                records: batch.records,
-                deadline,
-            }),
-            Err(e) => {
-                let e = Error::InvalidArgument {
-                    argument: format!("{}: {e}", batch.tp),
-                    reason: "cannot encode the batch",
-                };
-                for p in batch.records {
-                    let _ = p.reply.send(Err(e.clone()));
-                }
-                gave_up.push(batch.tp);
-                None
-            }
-        }
+        answered
     }
 
     /// One produce request to `route`'s broker carrying `group`; each batch with its outcome.
-    async fn send(
-        &self,
-        route: &Route,
-        group: Vec<Outgoing>,
-    ) -> Vec<(Outgoing, Result<Written, Error>)> {
+    async fn send(&self, route: &Route, group: Vec<Outgoing>) -> Vec<Answered> {
         let mut topics: BTreeMap<&str, Vec<pb::PartitionProduceData>> = BTreeMap::new();
         for o in &group {
             topics
@@ -252,13 +234,7 @@ impl Sender {
                         rpc: "Producer.Produce",
                         reason: format!("no result for {}", o.tp),
                     }),
-                    Some(p) => match api_error(p.error) {
-                        Some(e) => Err(Error::Api(e)),
-                        None => Ok(Written {
-                            base_offset: p.base_offset,
-                            log_append_time: p.log_append_time,
-                        }),
-                    },
+                    Some(p) => outcome(p),
                 };
                 (o, outcome)
             })
@@ -266,26 +242,18 @@ impl Sender {
     }
 }
 
-/// Answers every record of a written batch with its offset (base offset + position).
-fn complete(o: Outgoing, written: Written) {
-    for (i, p) in o.records.into_iter().enumerate() {
-        let metadata = RecordMetadata {
-            topic: o.tp.topic.clone(),
-            partition: o.tp.partition,
-            offset: written.base_offset.map(|base| base + i as i64),
-            timestamp: written
-                .log_append_time
-                .or(p.record.timestamp)
-                .unwrap_or_default(),
-        };
-        let _ = p.reply.send(Ok(metadata));
-    }
-}
-
-/// Answers every record of a batch that will not be written with `e`.
-fn fail(o: Outgoing, e: Error) {
-    debug!(topic = %o.tp.topic, partition = o.tp.partition, error = %e, "batch failed");
-    for p in o.records {
-        let _ = p.reply.send(Err(e.clone()));
+/// A partition's result. `DUPLICATE_SEQUENCE` (a retry of a batch written so long ago that
+/// the broker no longer has its offset) means written: a success without an offset.
+fn outcome(p: pb::PartitionProduceResponse) -> Result<Written, Error> {
+    match api_error(p.error) {
+        Some(e) if e.code == ErrorCode::DuplicateSequence => Ok(Written {
+            base_offset: None,
+            log_append_time: None,
+        }),
+        Some(e) => Err(Error::Api(e)),
+        None => Ok(Written {
+            base_offset: p.base_offset,
+            log_append_time: p.log_append_time,
+        }),
     }
 }
