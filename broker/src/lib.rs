@@ -467,7 +467,7 @@ async fn serve_internal(
     });
     let mut router = tonic::transport::Server::builder()
         .add_service(
-            AdminServer::new(AdminService::new(shared.clone()))
+            AdminServer::new(AdminService::internal(shared.clone()))
                 .max_decoding_message_size(MAX_MESSAGE),
         )
         .add_service(

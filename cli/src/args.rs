@@ -74,6 +74,9 @@ pub enum Command {
     /// Run partition leader elections.
     #[command(subcommand)]
     Leader(LeaderCommand),
+    /// Consumer groups: list, describe (members, offsets, lag), reset offsets, delete.
+    #[command(subcommand)]
+    Group(GroupCommand),
     /// Print a shell completion script (`keel completions bash > /etc/bash_completion.d/keel`).
     Completions(CompletionsArgs),
 }
@@ -97,6 +100,53 @@ pub enum LeaderCommand {
         #[arg(long, requires = "topic", value_delimiter = ',', value_parser = value_parser!(i32).range(0..))]
         partition: Vec<i32>,
     },
+}
+
+/// `keel group ...`
+#[derive(clap::Subcommand, Debug, Clone, PartialEq, Eq)]
+pub enum GroupCommand {
+    /// List every consumer group with its state and coordinator.
+    List,
+    /// Show a group's members and partitions, committed offsets and lag.
+    Describe {
+        /// Group id.
+        group: String,
+    },
+    /// Move a group's committed offsets of a topic (a dry run unless --execute). Refused
+    /// while the group has active members.
+    ResetOffsets(ResetOffsetsArgs),
+    /// Delete a group that has no active members, with its committed offsets.
+    Delete {
+        /// Group id.
+        group: String,
+    },
+}
+
+/// `keel group reset-offsets GROUP --topic T --to-...`
+#[derive(clap::Args, Debug, Clone, PartialEq, Eq)]
+#[command(group(clap::ArgGroup::new("to").required(true)
+    .args(["to_earliest", "to_latest", "to_offset", "to_timestamp"])))]
+pub struct ResetOffsetsArgs {
+    /// Group id.
+    pub group: String,
+    /// The topic whose partitions move.
+    #[arg(long)]
+    pub topic: String,
+    /// To each partition's first stored record.
+    #[arg(long)]
+    pub to_earliest: bool,
+    /// To each partition's end (only new records are read).
+    #[arg(long)]
+    pub to_latest: bool,
+    /// To this offset in every partition (kept between earliest and latest).
+    #[arg(long, value_name = "N", value_parser = value_parser!(i64).range(0..))]
+    pub to_offset: Option<i64>,
+    /// To the first record at or after this time, in ms since the Unix epoch.
+    #[arg(long, value_name = "MS")]
+    pub to_timestamp: Option<i64>,
+    /// Apply the change (without it, only show what would change).
+    #[arg(long)]
+    pub execute: bool,
 }
 
 /// `keel produce TOPIC`
@@ -153,7 +203,8 @@ impl From<AcksArg> for Acks {
 pub struct ConsumeArgs {
     /// Topic name.
     pub topic: String,
-    /// Start at the first stored record (default: only new records).
+    /// Start at the first stored record (default: only new records). With --group: where
+    /// partitions without a committed offset start.
     #[arg(long, conflicts_with_all = ["offset", "from_timestamp"])]
     pub from_beginning: bool,
     /// Start at this offset (in every partition read).
@@ -165,6 +216,10 @@ pub struct ConsumeArgs {
     /// Read only this partition (default: all).
     #[arg(long, short = 'p', value_parser = value_parser!(i32).range(0..))]
     pub partition: Option<i32>,
+    /// Read as a member of this consumer group: the group assigns the partitions, reading
+    /// starts at its committed offsets, and what is printed is committed.
+    #[arg(long, short = 'g', conflicts_with_all = ["offset", "from_timestamp", "partition"])]
+    pub group: Option<String>,
     /// Exit after this many records.
     #[arg(long, short = 'n', value_name = "N")]
     pub max_messages: Option<u64>,

@@ -109,6 +109,7 @@ pub fn plan(command: &Command) -> Result<Plan, CliError> {
         Command::Produce(_)
         | Command::Consume(_)
         | Command::Offsets { .. }
+        | Command::Group(_)
         | Command::Bench(_)
         | Command::Completions(_) => {
             return Err(CliError::InvalidArgument(

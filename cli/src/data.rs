@@ -11,8 +11,8 @@ use std::io::{self, Write};
 use std::time::{Duration, Instant};
 
 use keel_client::{
-    Consumer, ConsumerOptions, ConsumerRecord, DeliveryFuture, Header, Position, Producer,
-    ProducerOptions, ProducerRecord, TopicPartition,
+    Consumer, ConsumerOptions, ConsumerRecord, DeliveryFuture, GroupConsumer, GroupOptions, Header,
+    OffsetReset, Position, Producer, ProducerOptions, ProducerRecord, Subscription, TopicPartition,
 };
 use serde_json::json;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt};
@@ -144,6 +144,9 @@ pub async fn consume(
     args: &ConsumeArgs,
     out: &mut impl Write,
 ) -> Result<(), CliError> {
+    if let Some(group) = &args.group {
+        return consume_in_group(bootstrap, group, args, out).await;
+    }
     let mut consumer = Consumer::connect(bootstrap, ConsumerOptions::default()).await?;
     match args.partition {
         Some(p) => {
@@ -158,21 +161,76 @@ pub async fn consume(
     if let Some(position) = start_position(args) {
         consumer.seek_all(position);
     }
+    print_loop(&mut consumer, args, out).await
+}
+
+/// `consume --group`: the group assigns the partitions; after each printed batch the
+/// offsets after the printed records are committed, so a restart goes on from there.
+async fn consume_in_group(
+    bootstrap: &[String],
+    group: &str,
+    args: &ConsumeArgs,
+    out: &mut impl Write,
+) -> Result<(), CliError> {
+    let mut options = GroupOptions::new(group);
+    options.auto_commit = false;
+    options.client_id = "keel-cli".into();
+    if args.from_beginning {
+        options.consumer.auto_offset_reset = OffsetReset::Earliest;
+    }
+    let mut consumer = GroupConsumer::connect(bootstrap, options).await?;
+    consumer.subscribe(Subscription::Topics(vec![args.topic.clone()]));
+    let outcome = print_loop(&mut consumer, args, out).await;
+    let closed = consumer.close().await;
+    outcome.and(closed.map_err(CliError::from))
+}
+
+/// Where `consume` reads from: a plain consumer or a group member, which commits what was
+/// printed.
+trait Source {
+    async fn poll(&mut self, wait: Duration) -> Result<Vec<ConsumerRecord>, keel_client::Error>;
+    async fn printed(&mut self, records: &[ConsumerRecord]) -> Result<(), keel_client::Error>;
+}
+
+impl Source for Consumer {
+    async fn poll(&mut self, wait: Duration) -> Result<Vec<ConsumerRecord>, keel_client::Error> {
+        Consumer::poll(self, wait).await
+    }
+
+    async fn printed(&mut self, _: &[ConsumerRecord]) -> Result<(), keel_client::Error> {
+        Ok(())
+    }
+}
+
+impl Source for GroupConsumer {
+    async fn poll(&mut self, wait: Duration) -> Result<Vec<ConsumerRecord>, keel_client::Error> {
+        GroupConsumer::poll(self, wait).await
+    }
+
+    async fn printed(&mut self, records: &[ConsumerRecord]) -> Result<(), keel_client::Error> {
+        self.commit_offsets(&next_offsets(records)).await
+    }
+}
+
+/// Prints records until `--max-messages` or `--timeout-ms` says stop (or the reader of
+/// stdout went away).
+async fn print_loop(
+    source: &mut impl Source,
+    args: &ConsumeArgs,
+    out: &mut impl Write,
+) -> Result<(), CliError> {
     let idle_limit = args.timeout_ms.map(Duration::from_millis);
     let mut printed = 0;
     let mut last_record = Instant::now();
     loop {
         let left = args.max_messages.map(|max| max - printed);
-        if left == Some(0) {
-            return Ok(());
-        }
-        if idle_limit.is_some_and(|limit| last_record.elapsed() >= limit) {
+        if left == Some(0) || idle_limit.is_some_and(|limit| last_record.elapsed() >= limit) {
             return Ok(());
         }
         let wait = idle_limit.map_or(POLL, |limit| {
             limit.saturating_sub(last_record.elapsed()).min(POLL)
         });
-        let records = consumer.poll(wait).await?;
+        let records = source.poll(wait).await?;
         if records.is_empty() {
             continue;
         }
@@ -183,7 +241,17 @@ pub async fn consume(
             Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return Ok(()),
             Err(e) => return Err(io_error(e)),
         }
+        source.printed(&records[..take]).await?;
     }
+}
+
+/// For each partition among `records`, the offset after its last one.
+fn next_offsets(records: &[ConsumerRecord]) -> Vec<(TopicPartition, i64)> {
+    let mut next: std::collections::BTreeMap<TopicPartition, i64> = Default::default();
+    for r in records {
+        next.insert(TopicPartition::new(&r.topic, r.partition), r.offset + 1);
+    }
+    next.into_iter().collect()
 }
 
 /// Where `consume` starts; `None`: at the end (new records only), the consumer's default.

@@ -22,7 +22,9 @@
 //! - `args.rs` — [`Args`] (clap derive): global flags, verbs, the `KEY=VALUE` parser.
 //! - `commands.rs` — [`plan`] (pure checks, builds the requests) and [`execute`] (calls the
 //!   cluster), one arm per admin verb.
-//! - `data.rs` — `produce`, `consume` (streaming: they print as they go) and `offsets`.
+//! - `data.rs` — `produce`, `consume` (streaming: they print as they go; `--group` reads as
+//!   a consumer group member) and `offsets`.
+//! - `groups.rs` — `group list|describe|reset-offsets|delete`.
 //! - `bench.rs` — `bench produce` and `bench consume`: load, progress bar, [`bench::BenchResult`].
 //! - `render.rs` — [`Report`] and its table and JSON renderings (tests in `render_test.rs`).
 //! - `error.rs` — [`CliError`] and the `error: <CODE>: <message>` line, also for usage errors.
@@ -33,6 +35,7 @@ pub mod bench;
 mod commands;
 mod data;
 mod error;
+pub mod groups;
 pub mod render;
 
 pub use args::{Args, OutputFormat};
@@ -67,6 +70,7 @@ pub async fn run(args: &Args) -> Result<Report, CliError> {
             return Ok(Report::Streamed);
         }
         Command::Offsets { topic } => return data::offsets(bootstrap, topic).await,
+        Command::Group(g) => return groups::run(bootstrap, g).await,
         Command::Bench(BenchCommand::Produce(b)) => {
             return Ok(Report::Bench(bench::produce(bootstrap, b).await?))
         }

@@ -9,13 +9,15 @@ use std::collections::BTreeMap;
 
 use comfy_table::{presets, Cell, Table};
 use keel_client::{
-    ClusterDescription, ConfigChange, CreatedTopic, DeletedTopic, ElectionResult, PartitionOffsets,
-    QuorumDescription, QuorumMember, TopicId, TopicMetadata,
+    ClusterDescription, ConfigChange, CreatedTopic, DeletedTopic, ElectionResult, GroupDescription,
+    GroupListing, PartitionOffsets, QuorumDescription, QuorumMember, TopicId, TopicMetadata,
+    TopicPartition,
 };
 use serde::Serialize;
 
 use crate::args::OutputFormat;
 use crate::bench::BenchResult;
+use crate::groups::{GroupDeleted, OffsetsReset};
 
 /// The result of one command. Serialized as its content alone (no variant tag).
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -43,6 +45,14 @@ pub enum Report {
     Bench(BenchResult),
     /// `leader elect`: one row per partition.
     Elections(Vec<ElectionResult>),
+    /// `group list`, sorted by group id.
+    GroupList(Vec<GroupListing>),
+    /// `group describe`.
+    GroupDescription(GroupDescription),
+    /// `group reset-offsets`.
+    OffsetsReset(OffsetsReset),
+    /// `group delete`.
+    GroupDeleted(GroupDeleted),
     /// Text printed as it is, whatever the output format (`completions`).
     Text(String),
     /// `produce`, `consume`: they printed as they went; nothing is left to print.
@@ -168,9 +178,134 @@ fn render_tables(report: &Report) -> String {
                 ]
             }),
         )],
+        Report::GroupList(groups) => vec![table(
+            ["GROUP", "STATE", "COORDINATOR"],
+            groups.iter().map(|g| {
+                [
+                    g.group_id.clone(),
+                    g.state.clone(),
+                    g.coordinator.to_string(),
+                ]
+            }),
+        )],
+        Report::GroupDescription(g) => group_tables(g),
+        Report::OffsetsReset(r) => reset_tables(r),
+        Report::GroupDeleted(d) => vec![table(
+            ["GROUP", "STATUS"],
+            [[d.group.clone(), "deleted".to_string()]],
+        )],
         Report::Streamed | Report::Text(_) => vec![],
     };
     tables.join("\n")
+}
+
+/// Partitions as `topic-p` names, comma-separated.
+fn partitions(tps: &[TopicPartition]) -> String {
+    match tps.is_empty() {
+        true => "-".to_string(),
+        false => tps
+            .iter()
+            .map(|tp| format!("{}-{}", tp.topic, tp.partition))
+            .collect::<Vec<_>>()
+            .join(","),
+    }
+}
+
+/// The group line, its members, and its committed offsets with lag and owner.
+fn group_tables(g: &GroupDescription) -> Vec<String> {
+    let head = table(
+        [
+            "GROUP",
+            "STATE",
+            "EPOCH",
+            "ASSIGNMENT EPOCH",
+            "ASSIGNOR",
+            "COORDINATOR",
+            "MEMBERS",
+        ],
+        [[
+            g.group_id.clone(),
+            g.state.clone(),
+            g.group_epoch.to_string(),
+            g.assignment_epoch.to_string(),
+            g.assignor.clone(),
+            g.coordinator.to_string(),
+            g.members.len().to_string(),
+        ]],
+    );
+    let members = table(
+        [
+            "MEMBER",
+            "INSTANCE",
+            "EPOCH",
+            "CLIENT",
+            "HOST",
+            "PARTITIONS",
+        ],
+        g.members.iter().map(|m| {
+            [
+                m.member_id.clone(),
+                opt(m.instance_id.as_ref()),
+                m.member_epoch.to_string(),
+                m.client_id.clone(),
+                m.client_host.clone(),
+                partitions(&m.assignment),
+            ]
+        }),
+    );
+    let owner = |topic: &str, p: i32| {
+        g.members
+            .iter()
+            .find(|m| {
+                m.assignment
+                    .iter()
+                    .any(|tp| tp.topic == topic && tp.partition == p)
+            })
+            .map_or_else(|| "-".to_string(), |m| m.member_id.clone())
+    };
+    let offsets = table(
+        [
+            "TOPIC",
+            "PARTITION",
+            "COMMITTED",
+            "HIGH WATERMARK",
+            "LAG",
+            "MEMBER",
+        ],
+        g.offsets.iter().map(|o| {
+            [
+                o.topic.clone(),
+                o.partition.to_string(),
+                o.committed_offset.to_string(),
+                opt(o.high_watermark),
+                opt(o.lag),
+                owner(&o.topic, o.partition),
+            ]
+        }),
+    );
+    vec![head, members, offsets]
+}
+
+fn reset_tables(r: &OffsetsReset) -> Vec<String> {
+    let status = match r.executed {
+        true => "offsets committed".to_string(),
+        false => "dry run: nothing changed (add --execute to apply)".to_string(),
+    };
+    vec![
+        table(
+            ["GROUP", "TOPIC", "PARTITION", "CURRENT", "NEW"],
+            r.partitions.iter().map(|m| {
+                [
+                    r.group.clone(),
+                    m.topic.clone(),
+                    m.partition.to_string(),
+                    opt(m.current),
+                    m.new.to_string(),
+                ]
+            }),
+        ),
+        table(["STATUS"], [[status]]),
+    ]
 }
 
 fn created_table(c: &TopicCreated) -> String {

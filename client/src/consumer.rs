@@ -259,6 +259,26 @@ impl Consumer {
             .collect())
     }
 
+    /// For every partition of `topic`, the offset of the first record at or after
+    /// `timestamp` (ms since the Unix epoch), or the partition's end when there is none.
+    pub async fn offsets_for_timestamp(
+        &self,
+        topic: &str,
+        timestamp: i64,
+    ) -> Result<Vec<(i32, i64)>, Error> {
+        let route = self.topology.topic(topic).await?;
+        let tps: Vec<TopicPartition> = (0..route.partitions())
+            .map(|p| TopicPartition::new(topic, p))
+            .collect();
+        let found = self.lookup(&tps, Spec::Timestamp(timestamp)).await?;
+        let ends = self.lookup(&tps, Spec::Latest).await?;
+        Ok(tps
+            .iter()
+            .zip(found.into_iter().zip(ends))
+            .map(|(tp, (f, end))| (tp.partition, f.or(end).unwrap_or_default()))
+            .collect())
+    }
+
     /// Records of the assigned partitions, waiting up to `timeout` for some. Returns an empty
     /// list when none came.
     pub async fn poll(&mut self, timeout: Duration) -> Result<Vec<ConsumerRecord>, Error> {

@@ -250,6 +250,14 @@ impl GroupConsumer {
         }
     }
 
+    /// Commits these offsets (each the offset of the next record to read) of partitions the
+    /// member owns.
+    pub async fn commit_offsets(&mut self, offsets: &[(TopicPartition, i64)]) -> Result<(), Error> {
+        commit(&self.inner, offsets).await?;
+        self.committed.extend(offsets.iter().cloned());
+        Ok(())
+    }
+
     /// Commits the positions after every record returned so far.
     pub async fn commit(&mut self) -> Result<(), Error> {
         let all: BTreeSet<TopicPartition> = self.consumer.assignment().into_iter().collect();

@@ -9,4 +9,5 @@ mod t20_data;
 mod t21_replication;
 mod t22_idempotence;
 mod t23_pipelined_producer;
+mod t24_groups;
 mod t50_storage_crash;

@@ -231,7 +231,7 @@ impl Coordinator {
         let leader = topic.partitions.get(&index).and_then(|p| p.leader);
         let endpoint = leader.and_then(|l| image.brokers.get(&l)).map(|b| {
             let e = &b.endpoints.client;
-            (b.broker_id as i32, format!("{}:{}", e.host, e.port))
+            (b.broker_id, format!("{}:{}", e.host, e.port))
         });
         endpoint.ok_or_else(|| {
             err(
@@ -311,7 +311,7 @@ impl Coordinator {
         );
         let leader = state.and_then(|s| s.leader).filter(|l| *l != self.me);
         if let Some(b) = leader.and_then(|l| image.brokers.get(&l)) {
-            e.leader_id = Some(b.broker_id as i32);
+            e.leader_id = Some(b.broker_id);
             e.leader_endpoint = Some(format!(
                 "{}:{}",
                 b.endpoints.client.host, b.endpoints.client.port

@@ -191,6 +191,8 @@ pub struct HeartbeatAnswer {
     pub member_epoch: i32,
     /// The member's partitions, when they differ from what it reported owning.
     pub assignment: Option<BTreeSet<TopicPartition>>,
+    /// The member holds exactly its target (nothing to release or to receive).
+    pub settled: bool,
 }
 
 fn err(code: ErrorCode, msg: impl Into<String>) -> pb::Error {
@@ -280,6 +282,9 @@ impl Group {
             member_epoch: m.epoch,
             assignment: (m.assigned != hb.owned || hb.member_epoch == 0)
                 .then(|| m.assigned.clone()),
+            settled: m.epoch == self.target_epoch
+                && m.revoking.is_empty()
+                && Some(&m.assigned) == self.target.get(&id),
         };
         Ok((answer, changes))
     }
@@ -405,6 +410,7 @@ impl Group {
             member_id: member_id.to_owned(),
             member_epoch: -1,
             assignment: None,
+            settled: true,
         })
     }
 
@@ -429,6 +435,7 @@ impl Group {
             member_id: m.id.clone(),
             member_epoch: -2,
             assignment: None,
+            settled: true,
         })
     }
 

@@ -15,7 +15,7 @@ use keel_proto::v1::*;
 use tonic::{Request, Response, Status};
 
 use super::convert::{invalid, parse_topic_id, topic_id_bytes, write_error};
-use super::{forward, with_offset, Remote, Route, Shared};
+use super::{forward, with_offset, Remote, Route, Shared, FORWARDED};
 
 /// Partitions of a topic created without a count (Kafka's `num.partitions`).
 pub const DEFAULT_NUM_PARTITIONS: i32 = 1;
@@ -25,12 +25,30 @@ pub const DEFAULT_REPLICATION_FACTOR: i32 = 1;
 /// The `Admin` service of a node.
 pub struct AdminService {
     shared: Arc<Shared>,
+    /// Served on the internal listener, where a broker may create internal (`__`) topics.
+    internal_listener: bool,
 }
 
+/// The header with which a broker asks the active controller, on its internal listener, to
+/// create an internal topic (a name starting with `__`). Clients cannot: the client
+/// listener ignores it and forwarding does not copy client headers.
+pub const INTERNAL_TOPIC: &str = "keel-internal-topic";
+
 impl AdminService {
-    /// The service over a node's shared state.
+    /// The service of the client listener.
     pub fn new(shared: Arc<Shared>) -> Self {
-        AdminService { shared }
+        AdminService {
+            shared,
+            internal_listener: false,
+        }
+    }
+
+    /// The service of the internal listener.
+    pub fn internal(shared: Arc<Shared>) -> Self {
+        AdminService {
+            shared,
+            internal_listener: true,
+        }
     }
 }
 
@@ -71,16 +89,29 @@ pub async fn create_topics_internal(
     shared: &Shared,
     req: CreateTopicsRequest,
 ) -> Result<CreateTopicsResponse, Error> {
-    match shared.route(&tonic::metadata::MetadataMap::new()) {
-        Route::Local(c) => Ok(create_topics(c, req).await),
-        Route::Forward(addrs) => {
-            forward(shared, &addrs, req, |ch, r| {
-                Box::pin(async move { AdminClient::new(ch).create_topics(r).await })
-            })
-            .await
+    let addrs = match shared.route(&tonic::metadata::MetadataMap::new()) {
+        Route::Local(c) => return Ok(create_topics(c, req, true).await),
+        Route::Forward(addrs) => addrs,
+        Route::Unavailable(e) => return Err(e),
+    };
+    for addr in &addrs {
+        let mut r = Request::new(req.clone());
+        for key in [FORWARDED, INTERNAL_TOPIC] {
+            r.metadata_mut()
+                .insert(key, tonic::metadata::MetadataValue::from_static("1"));
         }
-        Route::Unavailable(e) => Err(e),
+        match AdminClient::new(shared.channel(addr))
+            .create_topics(r)
+            .await
+        {
+            Ok(resp) => return Ok(resp.into_inner()),
+            Err(status) => tracing::debug!(%addr, %status, "internal topic creation not forwarded"),
+        }
     }
+    Err(Error::new(
+        ErrorCode::NotController,
+        "no controller reachable to create an internal topic; retry",
+    ))
 }
 
 /// Every config of a topic: its overrides, then the defaults of the keys it does not set.
@@ -95,7 +126,12 @@ fn effective_configs(
     all
 }
 
-async fn create_one(c: &ControllerNode, t: &CreatableTopic, validate_only: bool) -> CreatedTopic {
+async fn create_one(
+    c: &ControllerNode,
+    t: &CreatableTopic,
+    validate_only: bool,
+    allow_internal: bool,
+) -> CreatedTopic {
     let partitions = t.num_partitions.unwrap_or(DEFAULT_NUM_PARTITIONS);
     let rf = t.replication_factor.unwrap_or(DEFAULT_REPLICATION_FACTOR);
     let configs: BTreeMap<String, String> = t.configs.clone().into_iter().collect();
@@ -110,7 +146,7 @@ async fn create_one(c: &ControllerNode, t: &CreatableTopic, validate_only: bool)
             ErrorCode::InvalidReplicaAssignment,
             "explicit replica assignments are not supported yet; give -p and -r instead",
         ))
-    } else if t.name.starts_with("__") {
+    } else if t.name.starts_with("__") && !allow_internal {
         Some(Error::new(
             ErrorCode::InvalidTopic,
             format!(
@@ -143,7 +179,11 @@ async fn create_one(c: &ControllerNode, t: &CreatableTopic, validate_only: bool)
     out
 }
 
-async fn create_topics(c: ControllerNode, req: CreateTopicsRequest) -> CreateTopicsResponse {
+async fn create_topics(
+    c: ControllerNode,
+    req: CreateTopicsRequest,
+    allow_internal: bool,
+) -> CreateTopicsResponse {
     let mut seen = BTreeSet::new();
     let mut topics = Vec::with_capacity(req.topics.len());
     for t in req.topics {
@@ -155,7 +195,7 @@ async fn create_topics(c: ControllerNode, req: CreateTopicsRequest) -> CreateTop
             });
             continue;
         }
-        topics.push(create_one(&c, &t, req.validate_only).await);
+        topics.push(create_one(&c, &t, req.validate_only, allow_internal).await);
     }
     CreateTopicsResponse {
         error: None,
@@ -456,10 +496,11 @@ impl Admin for AdminService {
         &self,
         req: Request<CreateTopicsRequest>,
     ) -> Reply<CreateTopicsResponse> {
+        let allow_internal = self.internal_listener && req.metadata().contains_key(INTERNAL_TOPIC);
         on_controller(
             &self.shared,
             req,
-            create_topics,
+            move |c, body| create_topics(c, body, allow_internal),
             |ch, r| Box::pin(async move { AdminClient::new(ch).create_topics(r).await }),
             |body, e| CreateTopicsResponse {
                 topics: each_topic_failed(

@@ -24,6 +24,9 @@ const CLIENT_ID_HEADER: &str = "x-keel-client-id";
 
 type Reply<T> = Result<Response<T>, Status>;
 
+/// The heartbeat interval given to a member that does not hold its target yet.
+const RECONCILING_HEARTBEAT_MS: i32 = 300;
+
 /// Serves `Groups`.
 pub struct GroupsService {
     shared: Arc<Shared>,
@@ -441,7 +444,12 @@ impl Groups for GroupsService {
                 error: None,
                 member_id: a.member_id,
                 member_epoch: a.member_epoch,
-                heartbeat_interval_ms: cfg.heartbeat_interval_ms,
+                // A member still moving towards its target comes back soon, so a rebalance
+                // takes a few round trips rather than a few heartbeat intervals.
+                heartbeat_interval_ms: match a.settled {
+                    true => cfg.heartbeat_interval_ms,
+                    false => cfg.heartbeat_interval_ms.min(RECONCILING_HEARTBEAT_MS),
+                },
                 assignment: a.assignment.map(|set| assignment(&image, &set)),
             },
             Err(e) => pb::ConsumerGroupHeartbeatResponse {
