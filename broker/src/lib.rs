@@ -411,7 +411,6 @@ fn offsets_topic_config(config: &Config) -> groups::coordinator::OffsetsTopicCon
         partitions: config.offsets_topic_num_partitions as i32,
         replication_factor: config.offsets_topic_replication_factor as i32,
         snapshot_bytes: config.offsets_snapshot_bytes,
-        ..Default::default()
     }
 }
 

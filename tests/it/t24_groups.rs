@@ -2,7 +2,8 @@
 //! owned by one member), a joining member moves only its share while the others keep
 //! reading, a killed member's partitions move after the session timeout without skipping a
 //! record, the group outlives its coordinator's broker with its commits intact, and offsets
-//! reset through the `keel` binary restart reading where asked.
+//! reset through the `keel` binary restart reading where asked. Snapshots keep
+//! `__consumer_offsets` bounded, and a new coordinator rebuilds from them.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::{Child, Command, Stdio};
@@ -578,4 +579,77 @@ async fn reset_offsets_through_the_cli_restarts_reading_where_asked() {
     run_ok(&mut keel(&c, &["group", "delete", "auditors"]));
     let gone = admin.describe_group("auditors", false).await.unwrap_err();
     assert_eq!(gone.code_name(), "GROUP_ID_NOT_FOUND");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn snapshots_bound_the_offsets_topic_and_a_new_coordinator_reads_them() {
+    let env = [
+        ("KEEL_GROUP_HEARTBEAT_INTERVAL_MS", "300"),
+        ("KEEL_GROUP_SESSION_TIMEOUT_MS", "3000"),
+        ("KEEL_OFFSETS_TOPIC_NUM_PARTITIONS", "1"),
+        ("KEEL_OFFSETS_SNAPSHOT_BYTES", "4096"),
+    ];
+    let mut c = TestCluster::start(Spec {
+        env: env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        ..Spec::default()
+    });
+    let admin = ready(&c, "metrics").await;
+    // Many commits of a few groups: far more bytes than a snapshot's worth.
+    let zeros: Vec<(TopicPartition, i64)> = (0..TOPIC_PARTITIONS)
+        .map(|p| (TopicPartition::new("metrics", p), 0))
+        .collect();
+    for _ in 0..150 {
+        for g in ["m1", "m2", "m3"] {
+            admin.alter_group_offsets(g, &zeros).await.expect("commit");
+        }
+    }
+    // The commits name offset 0 (the topic is empty); the last round sets real values.
+    produce(&c, "metrics", values("v", 60)).await;
+    let ends = keel_client::Consumer::connect(&bootstrap(&c), Default::default())
+        .await
+        .unwrap()
+        .list_offsets("metrics")
+        .await
+        .unwrap();
+    let last: Vec<(TopicPartition, i64)> = ends
+        .iter()
+        .map(|p| (TopicPartition::new("metrics", p.partition), p.latest))
+        .collect();
+    for g in ["m1", "m2", "m3"] {
+        admin.alter_group_offsets(g, &last).await.expect("commit");
+    }
+    // The internal partition's log start moved past the early commits, on every replica.
+    let internal = keel_client::Consumer::connect(&bootstrap(&c), Default::default())
+        .await
+        .unwrap();
+    let start = eventually(
+        Duration::from_secs(20),
+        "offsets topic trimmed",
+        async || {
+            let o = internal.list_offsets("__consumer_offsets").await.ok()?;
+            (o[0].earliest > 0).then_some(o[0].earliest)
+        },
+    )
+    .await;
+    assert!(start > 100, "log start {start}");
+    // A new coordinator (the old one's broker killed) rebuilds the same offsets.
+    let (coordinator, _) = admin.find_coordinator("m1").await.unwrap();
+    c.kill(coordinator as u32);
+    let mut expected = last.clone();
+    expected.sort();
+    for g in ["m1", "m2", "m3"] {
+        let mut got = eventually(
+            Duration::from_secs(30),
+            "offsets after failover",
+            async || admin.group_offsets(g).await.ok(),
+        )
+        .await;
+        got.sort();
+        assert_eq!(got, expected, "{g}");
+    }
+    let (now, _) = admin.find_coordinator("m1").await.unwrap();
+    assert_ne!(now, coordinator);
 }

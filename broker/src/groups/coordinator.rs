@@ -41,9 +41,8 @@ pub struct OffsetsTopicConfig {
     pub partitions: i32,
     /// `offsets.topic.replication.factor` (capped at the live brokers when created).
     pub replication_factor: i32,
-    /// `offsets.topic.segment.bytes`.
-    pub segment_bytes: u64,
     /// Bytes appended to a shard after which it writes a snapshot and drops older segments.
+    /// The topic's segments are twice that, so a partition keeps about three segments.
     pub snapshot_bytes: u64,
 }
 
@@ -52,7 +51,6 @@ impl Default for OffsetsTopicConfig {
         OffsetsTopicConfig {
             partitions: 16,
             replication_factor: 3,
-            segment_bytes: 16 << 20,
             snapshot_bytes: 8 << 20,
         }
     }
@@ -255,7 +253,7 @@ impl Coordinator {
             );
         }
         let configs = [
-            ("segment.bytes", self.topic.segment_bytes.to_string()),
+            ("segment.bytes", (2 * self.topic.snapshot_bytes).to_string()),
             ("retention.ms", "-1".to_string()),
             ("retention.bytes", "-1".to_string()),
             ("max.message.bytes", (64u64 << 20).to_string()),

@@ -28,6 +28,7 @@ use super::Shared;
 use crate::partitions::partition::Appended;
 use crate::partitions::{PartitionError, PartitionManager};
 use crate::producer_ids::ProducerIds;
+use keel_storage::producers::SequenceError;
 
 /// Request timeout when the request names none (Kafka's `request.timeout.ms` default).
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -131,7 +132,7 @@ impl ProducerService {
                 min: settings.min_insync_replicas,
             });
         }
-        let appended = append(&partition, batches).await?;
+        let appended = append_in_order(&partition, batches, self.partitions.appended()).await?;
         if acks == AckMode::All {
             let durable = async {
                 // flush.mode=interval trades the fsync before the answer for throughput.
@@ -148,6 +149,36 @@ impl ProducerService {
         }
         let append_time = settings.log_append_time.then_some(now);
         Ok((appended, append_time))
+    }
+}
+
+/// How long an idempotent batch that arrived ahead of its predecessor waits for it.
+const HOLD_OUT_OF_ORDER: Duration = Duration::from_millis(100);
+
+/// Appends; an idempotent batch that arrived ahead of its producer's previous batch (a gap
+/// in the sequence) waits up to [`HOLD_OUT_OF_ORDER`] for the gap to fill before it is
+/// refused with `OUT_OF_ORDER_SEQUENCE`. A client keeps up to five batches of a partition in
+/// flight and this broker serves concurrent requests concurrently, so a batch often
+/// overtakes the one before it by microseconds; refusing it at once costs the client a
+/// round trip and a resend. Waiting changes nothing in the log: a batch that still does not
+/// fit is refused as before. `appended` is subscribed before the first try, so an append in
+/// between is not missed.
+async fn append_in_order(
+    partition: &Arc<crate::partitions::Partition>,
+    batches: Vec<Bytes>,
+    mut appended: tokio::sync::watch::Receiver<u64>,
+) -> Result<Appended, PartitionError> {
+    let deadline = Instant::now() + HOLD_OUT_OF_ORDER;
+    loop {
+        appended.borrow_and_update();
+        match append(partition, batches.clone()).await {
+            Err(PartitionError::Sequence(SequenceError::OutOfOrder { expected, got, .. }))
+                if got > expected && Instant::now() < deadline =>
+            {
+                let _ = tokio::time::timeout_at(deadline, appended.changed()).await;
+            }
+            outcome => return outcome,
+        }
     }
 }
 
