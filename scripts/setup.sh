@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Installs what building Keel needs on a fresh Debian 12 machine with a Rust toolchain:
-# libclang for the rocksdb crate's bindgen and a C++ compiler for RocksDB itself.
+# Installs what building and testing Keel needs on a fresh Debian 12 machine with a Rust
+# toolchain: libclang for the rocksdb crate's bindgen, a C++ compiler for RocksDB itself, and
+# iproute2 (`ip`) for the fault tests' network namespaces.
 # Protobuf needs nothing here: the proto crate compiles .proto files with protox (pure Rust).
 set -euo pipefail
 
@@ -11,6 +12,7 @@ if ! ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 && ! ldconfig -p 2>/de
 fi
 command -v c++ >/dev/null 2>&1 || need+=(g++)
 command -v make >/dev/null 2>&1 || need+=(make)
+command -v ip >/dev/null 2>&1 || need+=(iproute2)
 
 if [ ${#need[@]} -gt 0 ]; then
   echo "setup: installing ${need[*]}" >&2

@@ -10,4 +10,5 @@ mod t21_replication;
 mod t22_idempotence;
 mod t23_pipelined_producer;
 mod t24_groups;
+mod t30_faults;
 mod t50_storage_crash;

@@ -21,7 +21,7 @@ pub(crate) async fn channel(c: &TestCluster, id: u32) -> Channel {
         .connect_lazy()
 }
 
-async fn describe(c: &TestCluster, id: u32) -> Option<DescribeClusterResponse> {
+pub(crate) async fn describe(c: &TestCluster, id: u32) -> Option<DescribeClusterResponse> {
     let mut client = ClusterClient::new(channel(c, id).await);
     client
         .describe_cluster(DescribeClusterRequest {})

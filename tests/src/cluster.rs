@@ -1,4 +1,5 @@
-//! A cluster of real `keeld` processes on 127.0.0.1 for tests: each node with its own data
+//! A cluster of real `keeld` processes on 127.0.0.1 (or, with `Spec::netns`, each in its own
+//! network namespace, see [`crate::netns`]) for tests: each node with its own data
 //! directory, free ports and log file, started, killed (`SIGKILL`), stopped (`SIGTERM`),
 //! paused (`SIGSTOP`/`SIGCONT`) and restarted by the test. Every process still running when
 //! the cluster is dropped is killed by its pid.
@@ -14,6 +15,8 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
+
+use crate::netns::Net;
 
 /// Timing and shape of a test cluster.
 #[derive(Clone, Debug)]
@@ -32,6 +35,9 @@ pub struct Spec {
     pub controller_only: bool,
     /// More environment for every node (`KEEL_*` config keys).
     pub env: Vec<(String, String)>,
+    /// Run every node in its own network namespace ([`crate::netns`]), so the test can cut
+    /// the network between nodes (needs root).
+    pub netns: bool,
 }
 
 impl Default for Spec {
@@ -44,6 +50,7 @@ impl Default for Spec {
             replica_lag_ms: 5000,
             controller_only: false,
             env: Vec::new(),
+            netns: false,
         }
     }
 }
@@ -70,6 +77,8 @@ pub struct TestCluster {
     spec: Spec,
     dir: TempDir,
     nodes: BTreeMap<u32, NodeProc>,
+    /// The namespaces, with `Spec::netns`; dropped after the nodes (field order).
+    net: Option<Net>,
 }
 
 /// A loopback address nobody listens on, never handed out twice by this process.
@@ -115,13 +124,20 @@ impl TestCluster {
     /// ready: see the readiness helpers of the test modules).
     pub fn start(spec: Spec) -> TestCluster {
         let dir = TempDir::new().expect("tempdir");
+        let all: Vec<u32> = (1..=spec.voters + spec.brokers).collect();
+        let net = spec.netns.then(|| Net::create(&all));
+        // In its own namespace every node can use the same ports.
+        let addr = |id: u32, port: u16| match &net {
+            Some(n) => SocketAddr::from((n.node_ip(id), port)),
+            None => free_addr(),
+        };
         let mut nodes = BTreeMap::new();
-        for id in 1..=spec.voters + spec.brokers {
+        for id in all {
             let node = NodeProc {
                 id,
-                client: free_addr(),
-                internal: free_addr(),
-                http: free_addr(),
+                client: addr(id, 9292),
+                internal: addr(id, 9293),
+                http: addr(id, 9294),
                 voter: id <= spec.voters,
                 data_dir: dir.path().join(format!("node-{id}")),
                 log: dir.path().join(format!("node-{id}.log")),
@@ -129,7 +145,12 @@ impl TestCluster {
             };
             nodes.insert(id, node);
         }
-        let mut cluster = TestCluster { spec, dir, nodes };
+        let mut cluster = TestCluster {
+            spec,
+            dir,
+            nodes,
+            net,
+        };
         let ids: Vec<u32> = cluster.nodes.keys().copied().collect();
         for id in ids {
             cluster.start_node(id);
@@ -176,7 +197,7 @@ impl TestCluster {
     pub fn start_node(&mut self, id: u32) {
         let voters = self.voters();
         let spec = self.spec.clone();
-        let node = self.nodes.get_mut(&id).expect("known node");
+        let node = &self.nodes[&id];
         assert!(node.child.is_none(), "node {id} is running");
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -188,7 +209,16 @@ impl TestCluster {
             (true, false) => "broker,controller",
             (false, _) => "broker",
         };
-        let child = Command::new(keeld_path())
+        let mut command = match &self.net {
+            Some(net) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", &net.ns(id)]).arg(keeld_path());
+                c
+            }
+            None => Command::new(keeld_path()),
+        };
+        let node = self.nodes.get_mut(&id).expect("known node");
+        let child = command
             .arg("--node-id")
             .arg(id.to_string())
             .arg("--roles")
@@ -237,6 +267,13 @@ impl TestCluster {
         // SAFETY: kill(2) on the pid of a child this cluster started and has not reaped.
         let rc = unsafe { libc::kill(self.pid(id), sig) };
         assert_eq!(rc, 0, "signal {sig} to node {id}");
+    }
+
+    /// The network namespaces (with `Spec::netns`), to cut and heal links between nodes.
+    pub fn net(&self) -> &Net {
+        self.net
+            .as_ref()
+            .expect("the cluster was started with Spec::netns")
     }
 
     /// `kill -9` node `id` and reap it.

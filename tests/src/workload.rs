@@ -335,9 +335,24 @@ fn is_sequence_error(code: i32) -> bool {
 pub async fn read_partition(w: &Workload, partition: i32) -> Option<(Vec<(i64, Bytes)>, i64)> {
     let mut channels = Channels::default();
     let url = leaders(w, &mut channels).await.remove(&partition)?;
-    let mut client = ConsumerClient::new(channels.get(&url));
+    read_from(
+        w,
+        &mut ConsumerClient::new(channels.get(&url)),
+        partition,
+        0,
+    )
+    .await
+}
+
+/// The records of a partition from `offset` up to its high watermark, from the leader behind
+/// `client`, and the high watermark; `None` when the leader does not answer well.
+async fn read_from(
+    w: &Workload,
+    client: &mut ConsumerClient<Channel>,
+    partition: i32,
+    mut offset: i64,
+) -> Option<(Vec<(i64, Bytes)>, i64)> {
     let mut out = Vec::new();
-    let mut offset = 0;
     loop {
         let req = FetchRequest {
             max_wait_ms: 0,
@@ -356,6 +371,8 @@ pub async fn read_partition(w: &Workload, partition: i32) -> Option<(Vec<(i64, B
                 }],
             }],
         };
+        let mut req = tonic::Request::new(req);
+        req.set_timeout(Duration::from_secs(3));
         let resp = client.fetch(req).await.ok()?.into_inner();
         let p = resp.topics.first()?.partitions.first()?.clone();
         if p.error.is_some() {
@@ -373,6 +390,54 @@ pub async fn read_partition(w: &Workload, partition: i32) -> Option<(Vec<(i64, B
             out.push((r.offset, r.value.unwrap_or_default()));
         }
     }
+}
+
+/// A consumer reading along while the workload runs: every record it was served, by
+/// partition, until `stop`. Whatever a consumer was served must never disappear
+/// ([`check_reads`]).
+pub async fn read_along(
+    w: Arc<Workload>,
+    stop: watch::Receiver<bool>,
+) -> BTreeMap<i32, Vec<(i64, Bytes)>> {
+    let mut seen: BTreeMap<i32, Vec<(i64, Bytes)>> = BTreeMap::new();
+    let mut channels = Channels::default();
+    while !*stop.borrow() {
+        for (partition, url) in leaders(&w, &mut channels).await {
+            let records = seen.entry(partition).or_default();
+            let next = records.last().map_or(0, |(o, _)| o + 1);
+            let mut client = ConsumerClient::new(channels.get(&url));
+            if let Some((more, _)) = read_from(&w, &mut client, partition, next).await {
+                records.extend(more);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    seen
+}
+
+/// Checks that every record a consumer was served is in the final log at the same offset.
+pub fn check_reads(
+    seen: &BTreeMap<i32, Vec<(i64, Bytes)>>,
+    logs: &BTreeMap<i32, Vec<(i64, Bytes)>>,
+) -> Result<usize, String> {
+    let mut checked = 0;
+    for (partition, records) in seen {
+        let log: HashMap<i64, &Bytes> = logs
+            .get(partition)
+            .map(|l| l.iter().map(|(o, v)| (*o, v)).collect())
+            .unwrap_or_default();
+        for (offset, value) in records {
+            match log.get(offset) {
+                Some(v) if *v == value => checked += 1,
+                other => {
+                    return Err(format!(
+                        "partition {partition} offset {offset}: a consumer read {value:?}, the log now holds {other:?}"
+                    ))
+                }
+            }
+        }
+    }
+    Ok(checked)
 }
 
 /// Every record of the log `name` in a stopped node's data directory.

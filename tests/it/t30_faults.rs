@@ -1,0 +1,269 @@
+//! Fault scenarios on three `keeld` processes, each in its own network namespace (the
+//! harness cuts links silently, see `keel_tests::netns`): a partition leader cut off from
+//! the other brokers (a minority that holds a leader), the active controller cut off, a
+//! partition leader paused past the session timeout, and a seeded random sequence of kills,
+//! pauses and cuts. Throughout, four acks=all producers write unique values and a consumer
+//! reads along. When the faults stop the cluster must be healthy again (every partition led,
+//! every ISR full) within [`HEALTHY_WITHIN`], every acknowledged record present once at its
+//! offset in its producer's order, and nothing a consumer read may have disappeared.
+//!
+//! The random run takes `KEEL_FAULT_SEED` (printed on failure) and `KEEL_FAULT_SECONDS`
+//! (default 40); `tests/fault/soak.sh --minutes N` runs it long.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use keel_tests::cluster::{Spec, TestCluster};
+use keel_tests::workload::{self, check, check_reads, History, Workload};
+use tokio::sync::watch;
+
+use crate::t10_quorum::{describe, metadata, topics_by_name, wait_unfenced};
+use crate::t21_replication::{
+    create_topic, leader_of, read_and_check, start_producers, stop_producers, wait_healthy,
+    workload,
+};
+
+/// How long a healed cluster may take to have every partition led with a full ISR.
+const HEALTHY_WITHIN: Duration = Duration::from_secs(60);
+
+fn cluster() -> TestCluster {
+    TestCluster::start(Spec {
+        netns: true,
+        ..Spec::default()
+    })
+}
+
+/// Producers and a reader running against the cluster.
+struct Traffic {
+    w: Arc<Workload>,
+    stop: watch::Sender<bool>,
+    producers: Vec<tokio::task::JoinHandle<History>>,
+    reader: tokio::task::JoinHandle<BTreeMap<i32, Vec<(i64, Bytes)>>>,
+    reader_stop: watch::Sender<bool>,
+}
+
+async fn start(c: &TestCluster) -> Traffic {
+    wait_unfenced(c, 1, &[1, 2, 3]).await;
+    create_topic(c).await;
+    let w = workload(c);
+    let (stop, producers) = start_producers(&w, 4);
+    let (reader_stop, stopped) = watch::channel(false);
+    let reader = tokio::spawn(workload::read_along(w.clone(), stopped));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    Traffic {
+        w,
+        stop,
+        producers,
+        reader,
+        reader_stop,
+    }
+}
+
+/// Heals, waits for health, lets traffic run on a little, stops it and runs every check.
+/// Returns (acknowledged records, records the reader saw).
+async fn finish(c: &TestCluster, t: Traffic) -> (usize, usize) {
+    let healing = Instant::now();
+    wait_healthy(c, HEALTHY_WITHIN).await;
+    let healed_in = healing.elapsed();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let histories = stop_producers(t.stop, t.producers).await;
+    t.reader_stop.send_replace(true);
+    let seen = t.reader.await.expect("reader");
+    let logs = read_and_check(&t.w, &histories, check).await;
+    let read = check_reads(&seen, &logs).unwrap_or_else(|e| panic!("{e}"));
+    let acked: usize = histories.iter().map(|h| h.acked.len()).sum();
+    eprintln!("healthy {healed_in:?} after the faults; {acked} acknowledged, {read} read along");
+    assert!(acked > 100, "the producers made progress: {acked}");
+    (acked, read)
+}
+
+async fn leader_of_partition(c: &TestCluster, on: u32, partition: i32) -> Option<u32> {
+    let m = metadata(c, on).await;
+    let t = topics_by_name(&m).get("events")?.clone();
+    leader_of(&t, partition)
+}
+
+async fn active_controller(c: &TestCluster, on: u32) -> Option<u32> {
+    describe(c, on).await?.controller_id.map(|id| id as u32)
+}
+
+/// Waits until node `on` names a leader of partition 0 other than `old`.
+async fn new_leader(c: &TestCluster, on: u32, old: u32, within: Duration) -> u32 {
+    crate::t10_quorum::eventually(within, "a new leader", async || {
+        leader_of_partition(c, on, 0).await.filter(|l| *l != old)
+    })
+    .await
+}
+
+fn others(of: u32) -> Vec<u32> {
+    [1, 2, 3].into_iter().filter(|id| *id != of).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_leader_cut_off_from_the_other_brokers_is_replaced_and_nothing_acked_is_lost() {
+    let c = cluster();
+    let t = start(&c).await;
+    let leader = leader_of_partition(&c, 1, 0)
+        .await
+        .expect("partition 0 led");
+    c.net().partition(&[leader]);
+    let elsewhere = others(leader)[0];
+    let moved = new_leader(&c, elsewhere, leader, Duration::from_secs(20)).await;
+    assert_ne!(moved, leader);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    c.net().heal();
+    finish(&c, t).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_isolated_active_controller_is_replaced_and_the_cluster_goes_on() {
+    let c = cluster();
+    let t = start(&c).await;
+    let controller = active_controller(&c, 1)
+        .await
+        .expect("an active controller");
+    c.net().partition(&[controller]);
+    let elsewhere = others(controller)[0];
+    let replaced = crate::t10_quorum::eventually(
+        Duration::from_secs(20),
+        "a new active controller",
+        async || {
+            active_controller(&c, elsewhere)
+                .await
+                .filter(|id| *id != controller)
+        },
+    )
+    .await;
+    assert_ne!(replaced, controller);
+    // Metadata writes work on the majority side.
+    let topic = crate::t10_quorum::topic("during-the-cut", 1, 2);
+    crate::t10_quorum::create_until_ok(&c, elsewhere, topic, Duration::from_secs(20)).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    c.net().heal();
+    finish(&c, t).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_leader_paused_past_its_session_is_fenced_and_acks_nothing_stale() {
+    let c = cluster();
+    let t = start(&c).await;
+    let leader = leader_of_partition(&c, 1, 0)
+        .await
+        .expect("partition 0 led");
+    c.pause(leader);
+    let elsewhere = others(leader)[0];
+    new_leader(&c, elsewhere, leader, Duration::from_secs(20)).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    // It resumes believing it leads; whatever it accepts now must not be acknowledged and
+    // then lost (the checker sees every acknowledgement).
+    c.resume(leader);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    finish(&c, t).await;
+}
+
+/// A small deterministic generator (xorshift), so a seed replays the same faults.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// One fault of the random run; at most one node is faulty at a time, so a majority stays.
+#[derive(Debug, Clone, Copy)]
+enum Fault {
+    Kill(u32),
+    Pause(u32),
+    Isolate(u32),
+    CutOneWay(u32, u32),
+}
+
+fn pick(rng: &mut Rng) -> Fault {
+    let node = 1 + rng.below(3) as u32;
+    match rng.below(4) {
+        0 => Fault::Kill(node),
+        1 => Fault::Pause(node),
+        2 => Fault::Isolate(node),
+        _ => Fault::CutOneWay(node, others(node)[rng.below(2) as usize]),
+    }
+}
+
+async fn inject(c: &mut TestCluster, fault: Fault, hold: Duration) {
+    match fault {
+        Fault::Kill(id) => {
+            c.kill(id);
+            tokio::time::sleep(hold).await;
+            c.start_node(id);
+        }
+        Fault::Pause(id) => {
+            c.pause(id);
+            tokio::time::sleep(hold).await;
+            c.resume(id);
+        }
+        Fault::Isolate(id) => {
+            c.net().partition(&[id]);
+            tokio::time::sleep(hold).await;
+            c.net().heal();
+        }
+        Fault::CutOneWay(from, to) => {
+            c.net().cut(from, to);
+            tokio::time::sleep(hold).await;
+            c.net().heal();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn random_faults_lose_nothing_acknowledged() {
+    let seed: u64 = std::env::var("KEEL_FAULT_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+                | 1
+        });
+    let seconds: u64 = std::env::var("KEEL_FAULT_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(40);
+    eprintln!("random faults: KEEL_FAULT_SEED={seed} KEEL_FAULT_SECONDS={seconds}");
+    // Printed again if the test panics, so a failure names its seed.
+    let _reporter = SeedReporter(seed);
+    let mut c = cluster();
+    let t = start(&c).await;
+    let mut rng = Rng(seed);
+    let until = Instant::now() + Duration::from_secs(seconds);
+    let mut faults = Vec::new();
+    while Instant::now() < until {
+        let fault = pick(&mut rng);
+        let hold = Duration::from_millis(1000 + rng.below(5000));
+        faults.push(format!("{fault:?} for {hold:?}"));
+        inject(&mut c, fault, hold).await;
+        tokio::time::sleep(Duration::from_millis(500 + rng.below(2000))).await;
+    }
+    eprintln!("faults: {faults:?}");
+    finish(&c, t).await;
+}
+
+struct SeedReporter(u64);
+
+impl Drop for SeedReporter {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("replay with KEEL_FAULT_SEED={}", self.0);
+        }
+    }
+}
