@@ -3,9 +3,13 @@
 //!
 //! # Several batches in flight, in order
 //!
-//! A partition may have up to `max_in_flight` batches in flight at once (5 with idempotence,
-//! Kafka's bound: brokers remember a producer's last five batches per partition, so a retry
-//! always finds its first write among them). Each new batch gets the partition's next base
+//! A partition may have up to `max_in_flight` batches (5 with idempotence, Kafka's bound)
+//! sent from its oldest unresolved one on, answered or not: brokers remember a producer's
+//! last five batches per partition, so a retry must always find its first write among them.
+//! Counting only unanswered batches is not enough here, because answers come back in any
+//! order: after batch 2's answer, a sixth batch could be written while batch 1's answer is
+//! lost, and batch 1's resend would be refused (seen in `t23` under a lossy proxy). Each new
+//! batch gets the partition's next base
 //! sequence. Answers can come back in any order, and a broker handles concurrent requests
 //! concurrently, so a batch can reach the log before the one ahead of it and be refused with
 //! `OUT_OF_ORDER_SEQUENCE`. The rules (Kafka's, `RecordAccumulator.shouldStopDrainBatches`):
@@ -152,6 +156,9 @@ struct Partition {
     confirmed: bool,
     /// The first batch of `identity` that failed for good.
     broken_at: Option<u64>,
+    /// Batches written while an older batch of the partition was still unresolved (in flight
+    /// or queued); they count towards the window (see [`Partition::window`]).
+    done_ahead: std::collections::BTreeSet<u64>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -200,7 +207,7 @@ impl Sequences {
         }
         let alone = p.identity != self.identity || (p.identity.is_some() && !p.confirmed);
         let limit = if alone { 1 } else { self.max_in_flight };
-        p.in_flight.len() < limit
+        p.window() < limit
     }
 
     /// Records batch `id` of `tp` (`records` records, the partition's next batch) as sent
@@ -275,9 +282,10 @@ impl Sequences {
             return Verdict::Fail;
         };
         let records = sent.records;
-        match answer {
+        let verdict = match answer {
             Answer::Written => {
                 p.confirmed = true;
+                p.done_ahead.insert(id);
                 Verdict::Complete
             }
             Answer::Failed { retry_at: Some(at) } => {
@@ -293,7 +301,11 @@ impl Sequences {
                 self.failed_for_good(tp, id);
                 Verdict::Fail
             }
+        };
+        if let Some(p) = self.partitions.get_mut(tp) {
+            p.prune_done_ahead();
         }
+        verdict
     }
 
     /// True when the epoch is spent and the driver must fetch a new producer id.
@@ -353,6 +365,37 @@ impl Partition {
             queued: BTreeMap::new(),
             confirmed: false,
             broken_at: None,
+            done_ahead: std::collections::BTreeSet::new(),
+        }
+    }
+
+    /// The oldest batch still unresolved: in flight or queued.
+    fn oldest_unresolved(&self) -> Option<u64> {
+        let flying = self.in_flight.keys().next();
+        let queued = self.queued.keys().next();
+        flying.into_iter().chain(queued).min().copied()
+    }
+
+    /// Batches from the oldest unresolved one on, answered or not. A broker keeps the last
+    /// five batches of a producer to recognise a retry; if more than five were written from
+    /// the oldest unresolved batch on, a resend of it would no longer be recognised and would
+    /// be refused as out of order. Answers of one connection may come back in any order (a
+    /// broker serves a producer's requests concurrently), so a later batch's success does not
+    /// resolve an earlier one: the window, not the in-flight count, is bounded.
+    fn window(&self) -> usize {
+        match self.oldest_unresolved() {
+            None => 0,
+            Some(oldest) => {
+                self.in_flight.len() + self.queued.len() + self.done_ahead.range(oldest..).count()
+            }
+        }
+    }
+
+    /// Forgets written batches no unresolved batch precedes.
+    fn prune_done_ahead(&mut self) {
+        match self.oldest_unresolved() {
+            None => self.done_ahead.clear(),
+            Some(oldest) => self.done_ahead.retain(|id| *id > oldest),
         }
     }
 

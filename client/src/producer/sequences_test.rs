@@ -70,7 +70,36 @@ fn the_first_batch_of_an_epoch_goes_alone_then_up_to_five() {
     assert!(!s.may_send(&tp(0)), "five in flight");
     assert_eq!(s.stats().max_in_flight_per_partition, 5);
     s.answered(&tp(0), 3, Answer::Written);
-    assert!(s.may_send(&tp(0)), "a slot freed");
+    assert!(
+        !s.may_send(&tp(0)),
+        "batch 1 is unresolved: the window is still 1..=5"
+    );
+    s.answered(&tp(0), 1, Answer::Written);
+    assert!(s.may_send(&tp(0)), "the window moved past 1");
+}
+
+/// The broker recognises a retry only among a producer's last five batches. Answers may come
+/// back out of order, so batch 2's success must not let a sixth batch go while batch 1 is
+/// unanswered: if 1's answer is then lost, its resend must still be among the last five.
+#[test]
+fn the_window_counts_from_the_oldest_unanswered_batch() {
+    let now = Instant::now();
+    let mut s = idempotent();
+    s.send(&tp(0), 0, 2);
+    s.answered(&tp(0), 0, Answer::Written);
+    pipeline(&mut s, &tp(0), 1..6);
+    for id in 2..6 {
+        assert_eq!(s.answered(&tp(0), id, Answer::Written), Verdict::Complete);
+        assert!(
+            !s.may_send(&tp(0)),
+            "batch 1 still holds the window ({id} answered)"
+        );
+    }
+    assert_eq!(s.answered(&tp(0), 1, lost(now)), Verdict::Retry);
+    let resend = s.resend(&tp(0), now).expect("batch 1 goes again");
+    assert_eq!(resend.id, 1);
+    assert_eq!(s.answered(&tp(0), 1, Answer::Written), Verdict::Complete);
+    pipeline(&mut s, &tp(0), 6..11);
 }
 
 #[test]
