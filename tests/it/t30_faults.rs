@@ -1,8 +1,10 @@
 //! Fault scenarios on three `keeld` processes, each in its own network namespace (the
 //! harness cuts links silently, see `keel_tests::netns`): a partition leader cut off from
 //! the other brokers (a minority that holds a leader), the active controller cut off, a
-//! partition leader paused past the session timeout, and a seeded random sequence of kills,
-//! pauses and cuts. Throughout, four acks=all producers write unique values and a consumer
+//! partition leader paused past the session timeout, the active controller and another
+//! leader killed at once (no quorum until they return), a rolling restart, leaders killed
+//! while 1 KiB segments roll constantly, and a seeded random sequence of kills, pauses and
+//! cuts. Throughout, four acks=all producers write unique values and a consumer
 //! reads along. When the faults stop the cluster must be healthy again (every partition led,
 //! every ISR full) within [`HEALTHY_WITHIN`], every acknowledged record present once at its
 //! offset in its producer's order, and nothing a consumer read may have disappeared.
@@ -266,4 +268,77 @@ impl Drop for SeedReporter {
             eprintln!("replay with KEEL_FAULT_SEED={}", self.0);
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_active_controller_and_another_leader_killed_at_once_come_back_with_nothing_lost() {
+    let mut c = cluster();
+    let t = start(&c).await;
+    let controller = active_controller(&c, 1)
+        .await
+        .expect("an active controller");
+    // A broker other than the controller that leads some partition (any other when none).
+    let m = metadata(&c, controller).await;
+    let topic = topics_by_name(&m).get("events").cloned().expect("topic");
+    let other = (0..6)
+        .filter_map(|p| leader_of(&topic, p))
+        .find(|l| *l != controller)
+        .unwrap_or(others(controller)[0]);
+    // Two of three voters gone: no quorum until they return.
+    c.kill(controller);
+    c.kill(other);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    c.start_node(controller);
+    c.start_node(other);
+    finish(&c, t).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rolling_restart_under_load_loses_nothing() {
+    let mut c = cluster();
+    let t = start(&c).await;
+    for id in [1, 2, 3] {
+        let status = c.terminate(id, Duration::from_secs(30));
+        assert!(status.success(), "node {id} stopped cleanly: {status}");
+        c.start_node(id);
+        wait_healthy(&c, HEALTHY_WITHIN).await;
+    }
+    finish(&c, t).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn leaders_killed_while_segments_roll_constantly_lose_nothing() {
+    let mut c = cluster();
+    let t = start(&c).await;
+    // 1 KiB segments (the log's floor): a log rolls every dozen records, so kills land
+    // during rolls.
+    let admin = keel_client::AdminClient::connect(&crate::t12_client::bootstrap(&c))
+        .await
+        .expect("admin");
+    let change = keel_client::ConfigChange::Set {
+        name: "segment.bytes".into(),
+        value: "1024".into(),
+    };
+    admin
+        .alter_configs("events", &[change])
+        .await
+        .expect("segment.bytes changed");
+    for round in 0..3 {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let on = 1 + (round % 3) as u32;
+        let leader = leader_of_partition(&c, on, round).await.unwrap_or(on);
+        c.kill(leader);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        c.start_node(leader);
+        wait_healthy(&c, HEALTHY_WITHIN).await;
+    }
+    let rolled = (1..=3).any(|id| {
+        std::fs::read_dir(c.data_dir(id).join("logs"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|d| std::fs::read_dir(d.path()).map_or(0, |f| f.count()) > 3)
+    });
+    assert!(rolled, "segments rolled");
+    finish(&c, t).await;
 }
