@@ -32,6 +32,8 @@ pub struct Spec {
     pub controller_only: bool,
     /// More environment for every node (`KEEL_*` config keys).
     pub env: Vec<(String, String)>,
+    /// More `keeld` arguments for every node (e.g. `--log-format json`).
+    pub args: Vec<String>,
 }
 
 impl Default for Spec {
@@ -44,6 +46,7 @@ impl Default for Spec {
             replica_lag_ms: 5000,
             controller_only: false,
             env: Vec::new(),
+            args: Vec::new(),
         }
     }
 }
@@ -203,6 +206,7 @@ impl TestCluster {
             .arg(&node.data_dir)
             .arg("--controller-voters")
             .arg(voters)
+            .args(&spec.args)
             .env(
                 "KEEL_BROKER_SESSION_TIMEOUT_MS",
                 spec.session_timeout_ms.to_string(),
@@ -277,6 +281,11 @@ impl TestCluster {
     /// Thaws node `id` (SIGCONT).
     pub fn resume(&self, id: u32) {
         self.signal(id, libc::SIGCONT);
+    }
+
+    /// Node `id`'s log file (stdout and stderr of all its runs).
+    pub fn log_path(&self, id: u32) -> &Path {
+        &self.nodes[&id].log
     }
 
     /// Whether node `id` has a running process.

@@ -3,6 +3,7 @@
 //! # Layout
 //! - [`cluster`]: [`TestCluster`](cluster::TestCluster), real `keeld` processes on loopback
 //!   that a test starts, kills, stops, pauses and restarts.
+//! - [`prom`]: a strict reader of the Prometheus text format, for `/metrics` tests.
 //! - [`proxy`]: a TCP proxy that can swallow answers (requests arrive, answers are lost),
 //!   also in front of a node's advertised address.
 //! - [`workload`]: producers that keep a history, reading back a cluster's partitions (over
@@ -13,5 +14,6 @@
 //!   killed, used by the crash-recovery tests.
 
 pub mod cluster;
+pub mod prom;
 pub mod proxy;
 pub mod workload;
