@@ -68,8 +68,11 @@ async fn metrics_are_prometheus_text_and_move_with_produce_fetch_and_group_lag()
             assert!(e.sum(name, &[]).is_some(), "node {id} lacks {name}");
         }
     }
-    let controllers = cluster_sum(&c, "keel_active_controller", &[]).await;
-    assert_eq!(controllers, 1.0, "exactly one active controller");
+    eventually(READY, "exactly one active controller", async || {
+        let controllers = cluster_sum(&c, "keel_active_controller", &[]).await;
+        (controllers == 1.0).then_some(())
+    })
+    .await;
 
     // Produce: requests, bytes in and the latency histogram of the topic move.
     let topic = [("topic", TOPIC)];
