@@ -8,7 +8,10 @@
 //! `broker_session_timeout_ms`, `broker_heartbeat_interval_ms`, `replica_lag_time_max_ms`,
 //! `advertised_host`, `producer_id_expiration_ms`, `group_session_timeout_ms`,
 //! `group_heartbeat_interval_ms`, `offsets_topic_num_partitions`,
-//! `offsets_topic_replication_factor`, `offsets_snapshot_bytes`.
+//! `offsets_topic_replication_factor`, `offsets_snapshot_bytes`; cluster defaults for new
+//! topics (applied by the active controller, see [`crate::topic_defaults`]):
+//! `num_partitions`, `default_replication_factor`, `min_insync_replicas`,
+//! `log_retention_ms`, `log_segment_bytes`, `auto_create_topics_enable`.
 //!
 //! Library code never reads the environment: the binary hands [`Config::load`] the environment
 //! provider ([`Config::env`]), and tests hand it whatever they like.
@@ -24,7 +27,7 @@ use figment::{Figment, Provider};
 use serde::{Deserialize, Serialize};
 
 /// Every key of the config, as written in TOML (and, upper-cased, after `KEEL_`).
-pub const KEYS: [&str; 18] = [
+pub const KEYS: [&str; 24] = [
     "node_id",
     "roles",
     "listen",
@@ -43,6 +46,12 @@ pub const KEYS: [&str; 18] = [
     "offsets_topic_num_partitions",
     "offsets_topic_replication_factor",
     "offsets_snapshot_bytes",
+    "num_partitions",
+    "default_replication_factor",
+    "min_insync_replicas",
+    "log_retention_ms",
+    "log_segment_bytes",
+    "auto_create_topics_enable",
 ];
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -94,6 +103,21 @@ pub struct Config {
     /// snapshot of its groups and deletes the segments before it (Keel's bound on the topic,
     /// where Kafka compacts).
     pub offsets_snapshot_bytes: u64,
+    /// Partitions of a topic created without a count (Kafka's `num.partitions`).
+    pub num_partitions: u32,
+    /// Replicas of a topic created without a factor (Kafka's `default.replication.factor`).
+    pub default_replication_factor: u32,
+    /// `min.insync.replicas` of a topic created without one, capped at its replication
+    /// factor (Kafka's broker-level `min.insync.replicas`).
+    pub min_insync_replicas: u32,
+    /// `retention.ms` of a topic created without one; -1 keeps records forever (Kafka's
+    /// `log.retention.ms`).
+    pub log_retention_ms: i64,
+    /// `segment.bytes` of a topic created without one (Kafka's `log.segment.bytes`).
+    pub log_segment_bytes: u64,
+    /// Produce or metadata requests naming an unknown topic create it with the defaults
+    /// above (Kafka's `auto.create.topics.enable`, but off by default).
+    pub auto_create_topics_enable: bool,
 }
 
 impl Default for Config {
@@ -117,6 +141,12 @@ impl Default for Config {
             offsets_topic_num_partitions: 16,
             offsets_topic_replication_factor: 3,
             offsets_snapshot_bytes: 8 << 20,
+            num_partitions: 1,
+            default_replication_factor: 1,
+            min_insync_replicas: 1,
+            log_retention_ms: 7 * 24 * 3600 * 1000,
+            log_segment_bytes: 1 << 30,
+            auto_create_topics_enable: false,
         }
     }
 }
@@ -309,6 +339,8 @@ pub enum ConfigError {
         range: &'static str,
         value: u64,
     },
+    #[error("log_retention_ms: must be -1 (keep forever) or positive, got {0}")]
+    BadRetention(i64),
     #[error("config file {path}: not found")]
     MissingFile { path: PathBuf },
     #[error("{0}")]
@@ -458,6 +490,7 @@ impl Config {
             ));
         }
         self.validate_groups()?;
+        self.validate_topic_defaults()?;
         if let Some(rack) = &self.rack {
             let ok = (1..=64).contains(&rack.len())
                 && rack
@@ -471,7 +504,65 @@ impl Config {
     }
 }
 
+/// A key whose value must lie in a range: (key, the range in words, the value, the range).
+type Ranged = (
+    &'static str,
+    &'static str,
+    u64,
+    std::ops::RangeInclusive<u64>,
+);
+
+fn check_ranges(ranges: &[Ranged]) -> Result<(), ConfigError> {
+    for (key, range, value, ok) in ranges {
+        if !ok.contains(value) {
+            return Err(ConfigError::OutOfRange {
+                key,
+                range,
+                value: *value,
+            });
+        }
+    }
+    Ok(())
+}
+
 impl Config {
+    /// The cluster defaults for new topics follow the topic configs' own rules (the
+    /// controller's `TOPIC_CONFIGS`): `segment.bytes` from 14 to 2^31-1, `retention.ms` -1 or
+    /// positive. `min_insync_replicas` may exceed `default_replication_factor`: it is capped
+    /// at each topic's factor when applied.
+    fn validate_topic_defaults(&self) -> Result<(), ConfigError> {
+        check_ranges(&[
+            (
+                "num_partitions",
+                "1 to 10000",
+                u64::from(self.num_partitions),
+                1..=10_000,
+            ),
+            (
+                "default_replication_factor",
+                "1 to 16",
+                u64::from(self.default_replication_factor),
+                1..=16,
+            ),
+            (
+                "min_insync_replicas",
+                "1 to 16",
+                u64::from(self.min_insync_replicas),
+                1..=16,
+            ),
+            (
+                "log_segment_bytes",
+                "14 to 2147483647",
+                self.log_segment_bytes,
+                14..=i32::MAX as u64,
+            ),
+        ])?;
+        if self.log_retention_ms == 0 || self.log_retention_ms < -1 {
+            return Err(ConfigError::BadRetention(self.log_retention_ms));
+        }
+        Ok(())
+    }
+
     fn validate_groups(&self) -> Result<(), ConfigError> {
         let (interval, timeout) = (
             self.group_heartbeat_interval_ms,
@@ -480,12 +571,7 @@ impl Config {
         if interval == 0 || interval >= timeout {
             return Err(ConfigError::BadGroupHeartbeat { interval, timeout });
         }
-        let ranges: [(
-            &'static str,
-            &'static str,
-            u64,
-            std::ops::RangeInclusive<u64>,
-        ); 3] = [
+        check_ranges(&[
             (
                 "offsets_topic_num_partitions",
                 "1 to 1000",
@@ -504,13 +590,7 @@ impl Config {
                 self.offsets_snapshot_bytes,
                 4096..=u64::MAX,
             ),
-        ];
-        for (key, range, value, ok) in ranges {
-            if !ok.contains(&value) {
-                return Err(ConfigError::OutOfRange { key, range, value });
-            }
-        }
-        Ok(())
+        ])
     }
 }
 
@@ -589,6 +669,16 @@ mod tests {
                 load_in(jail, Config::dev(), Some("keeld.toml"), Flags::default()).unwrap_err();
             assert!(err.to_string().contains("listen"), "{err}");
 
+            jail.set_env("KEEL_AUTO_CREATE_TOPICS_ENABLE", "maybe");
+            let err = load_in(jail, Config::dev(), None, Flags::default()).unwrap_err();
+            let named = err.to_string().to_lowercase();
+            assert!(named.contains("auto_create_topics_enable"), "{err}");
+            jail.set_env("KEEL_AUTO_CREATE_TOPICS_ENABLE", "true");
+            jail.set_env("KEEL_LOG_RETENTION_MS", "-1");
+            let config = load_in(jail, Config::dev(), None, Flags::default()).unwrap();
+            assert!(config.auto_create_topics_enable);
+            assert_eq!(config.log_retention_ms, -1);
+
             jail.set_env("KEEL_NODE_ID", "minus one");
             let err = load_in(jail, Config::dev(), None, Flags::default()).unwrap_err();
             assert!(err.to_string().to_lowercase().contains("node_id"), "{err}");
@@ -661,6 +751,41 @@ mod tests {
                     ..Config::dev()
                 },
                 "advertised_host",
+            ),
+            (
+                Config {
+                    num_partitions: 0,
+                    ..Config::dev()
+                },
+                "num_partitions: must be 1 to 10000, got 0",
+            ),
+            (
+                Config {
+                    default_replication_factor: 17,
+                    ..Config::dev()
+                },
+                "default_replication_factor",
+            ),
+            (
+                Config {
+                    min_insync_replicas: 0,
+                    ..Config::dev()
+                },
+                "min_insync_replicas",
+            ),
+            (
+                Config {
+                    log_retention_ms: 0,
+                    ..Config::dev()
+                },
+                "log_retention_ms",
+            ),
+            (
+                Config {
+                    log_segment_bytes: 1 << 31,
+                    ..Config::dev()
+                },
+                "log_segment_bytes",
             ),
         ];
         for (config, needle) in cases {

@@ -60,7 +60,7 @@ async fn readyz(State(probes): State<Probes>) -> (StatusCode, String) {
 }
 
 async fn metrics(State(probes): State<Probes>) -> String {
-    probes.metrics.render()
+    probes.metrics.render().await
 }
 
 /// Serves the probes on `listener` until `stop` turns true.

@@ -7,7 +7,9 @@
 //! - [`lifecycle`]: the broker role's registration, heartbeats and controlled shutdown.
 //! - [`follower`]: how a broker without the controller role follows the metadata.
 //! - [`http`]: the HTTP side listener: `/healthz`, `/readyz` and `/metrics`.
+//! - [`logs`]: the log formatter that puts the node id on every line.
 //! - [`metrics`]: the Prometheus metrics.
+//! - [`topic_defaults`]: cluster defaults for new topics and topic auto-creation.
 //! - [`partitions`]: the partition manager: the partition replicas this broker hosts, their
 //!   logs, leadership, high watermarks and per-partition replication logic.
 //! - [`replication`]: the follower fetchers and the leader's ISR upkeep.
@@ -27,12 +29,14 @@ pub mod follower;
 pub mod groups;
 pub mod http;
 pub mod lifecycle;
+pub mod logs;
 pub mod metrics;
 pub mod partitions;
 pub mod producer_ids;
 pub mod quorum;
 pub mod replication;
 pub mod services;
+pub mod topic_defaults;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -53,6 +57,7 @@ use keel_storage::{DataDir, LogConfig};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tracing::Instrument;
 
 pub use config::{Config, ConfigError};
 use partitions::PartitionManager;
@@ -102,6 +107,29 @@ pub struct Node {
     tasks: Vec<JoinHandle<()>>,
     broker_task: Option<JoinHandle<()>>,
     status: watch::Receiver<lifecycle::Status>,
+    /// `node{node_id}`: every task of the node runs in it, so every log line names the node.
+    span: tracing::Span,
+}
+
+/// Spawns `task` in the current span (the node's), so its log lines name the node. Every
+/// task of the broker is spawned through here.
+pub(crate) fn spawn<F>(task: F) -> JoinHandle<F::Output>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    tokio::spawn(task.in_current_span())
+}
+
+/// Runs blocking `f` on tokio's blocking pool in the current span (the node's): as
+/// [`spawn`], for the broker's blocking work (appends, reads, fsyncs, log opens).
+pub(crate) fn spawn_blocking<F, R>(f: F) -> JoinHandle<R>
+where
+    F: FnOnce() -> R + Send + 'static,
+    R: Send + 'static,
+{
+    let span = tracing::Span::current();
+    tokio::task::spawn_blocking(move || span.in_scope(f))
 }
 
 async fn bind(key: &'static str, addr: SocketAddr) -> Result<TcpListener, StartError> {
@@ -112,8 +140,14 @@ async fn bind(key: &'static str, addr: SocketAddr) -> Result<TcpListener, StartE
 
 impl Node {
     /// Validates the config, opens the data directory (recovering every log in it), binds the
-    /// listeners, starts the controller role and the broker role as configured.
+    /// listeners, starts the controller role and the broker role as configured. Everything
+    /// the node runs, now and later, runs in a `node` span with its `node_id`.
     pub async fn start(config: Config) -> Result<Node, StartError> {
+        let span = tracing::info_span!(logs::NODE_SPAN, node_id = config.node_id);
+        Node::start_in(config, span.clone()).instrument(span).await
+    }
+
+    async fn start_in(config: Config, span: tracing::Span) -> Result<Node, StartError> {
         config.validate()?;
         let data = Arc::new(open_data_dir(&config)?);
         let client = bind("listen", config.listen).await?;
@@ -122,9 +156,12 @@ impl Node {
         let client_addr = local_addr(&client, config.listen);
         let internal_addr = local_addr(&internal, config.internal_listen);
 
-        let controller = match config.roles.is_controller() {
-            true => Some(quorum::start(&config).await.map_err(Box::new)?),
-            false => None,
+        let (controller, commit_index) = match config.roles.is_controller() {
+            true => {
+                let (c, index) = quorum::start(&config).await.map_err(Box::new)?;
+                (Some(c), Some(index))
+            }
+            false => (None, None),
         };
         let (images, view) = match &controller {
             Some(c) => (None, c.view().clone()),
@@ -134,11 +171,14 @@ impl Node {
             }
         };
         let voters = config.controller_voters.0.clone();
+        let metrics = Arc::new(metrics::Metrics::default());
         let shared = Arc::new(Shared::new(
             config.node_id,
             controller.clone(),
             view,
             voters,
+            metrics.clone(),
+            topic_defaults::TopicDefaults::from_config(&config),
         ));
         let (stop_tx, stop_rx) = watch::channel(false);
         let (status_tx, status) = watch::channel(lifecycle::Status::default());
@@ -173,13 +213,13 @@ impl Node {
                 coordinator: c,
             });
         let mut tasks = vec![
-            tokio::spawn(serve_client(
+            spawn(serve_client(
                 shared.clone(),
                 broker,
                 client,
                 listeners_rx.clone(),
             )),
-            tokio::spawn(serve_internal(
+            spawn(serve_internal(
                 shared.clone(),
                 partitions.clone(),
                 internal,
@@ -187,16 +227,19 @@ impl Node {
             )),
         ];
         if let Some(c) = &controller {
-            tasks.push(tokio::spawn(c.clone().run(stopped(stop_rx.clone()))));
+            tasks.push(spawn(c.clone().run(stopped(stop_rx.clone()))));
         }
+        // The broker keeps following the metadata through its controlled shutdown (until the
+        // listeners stop): its replicas must learn that their leaderships moved, so that
+        // acks=all produces waiting on them are told NOT_LEADER at once instead of hanging
+        // until the connection closes.
         if let Some(p) = &partitions {
-            tasks.push(tokio::spawn(p.clone().run(
+            tasks.push(spawn(p.clone().run(
                 shared.view.clone(),
                 status.clone(),
-                stop_rx.clone(),
+                listeners_rx.clone(),
             )));
         }
-        let metrics = Arc::new(metrics::Metrics::default());
         if let Some(p) = &partitions {
             let ctx = Arc::new(replication::Context {
                 metrics: metrics.clone(),
@@ -208,24 +251,24 @@ impl Node {
             });
             let lag_max = Duration::from_millis(config.replica_lag_time_max_ms);
             let tick = (lag_max / 4).min(Duration::from_millis(250));
-            tasks.push(tokio::spawn(partitions::upkeep::run(
+            tasks.push(spawn(partitions::upkeep::run(
                 p.clone(),
                 config.producer_id_expiration_ms as i64,
                 listeners_rx.clone(),
             )));
-            tasks.push(tokio::spawn(replication::run(ctx.clone())));
-            tasks.push(tokio::spawn(replication::isr::run(ctx, lag_max, tick)));
+            tasks.push(spawn(replication::run(ctx.clone())));
+            tasks.push(spawn(replication::isr::run(ctx, lag_max, tick)));
         }
         if let Some(c) = &coordinator {
-            tasks.push(tokio::spawn(c.clone().run(listeners_rx.clone())));
+            tasks.push(spawn(c.clone().run(listeners_rx.clone())));
         }
         if let Some(images) = images {
             let broker_id = config.node_id as i32;
-            tasks.push(tokio::spawn(follower::run(
+            tasks.push(spawn(follower::run(
                 shared.clone(),
                 broker_id,
                 images,
-                stop_rx.clone(),
+                listeners_rx.clone(),
             )));
         }
         let probes = http::Probes {
@@ -235,23 +278,21 @@ impl Node {
                 metrics,
                 shared: shared.clone(),
                 partitions: partitions.clone(),
+                coordinator: coordinator.clone(),
+                commit_index,
             },
         };
-        tasks.push(tokio::spawn(http::serve(
-            http,
-            probes,
-            listeners_rx.clone(),
-        )));
+        tasks.push(spawn(http::serve(http, probes, listeners_rx.clone())));
         let broker_task = config.roles.is_broker().then(|| {
             let me = identity(&config, client_addr, internal_addr);
-            tokio::spawn(lifecycle::run(
+            spawn(lifecycle::run(
                 shared.clone(),
                 me,
                 stop_rx.clone(),
                 status_tx,
             ))
         });
-        tracing::info!(node_id = config.node_id, roles = %config.roles, client = %client_addr,
+        tracing::info!(roles = %config.roles, client = %client_addr,
             internal = %internal_addr, data_dir = %config.data_dir.display(), "node started");
         Ok(Node {
             config,
@@ -265,6 +306,7 @@ impl Node {
             tasks,
             broker_task,
             status,
+            span,
         })
     }
 
@@ -310,9 +352,14 @@ impl Node {
     /// role (leaderships move away first), hand-over of controller leadership, Raft,
     /// listeners, and last the partition logs (flushed and closed cleanly, so the next start
     /// reads no segment data).
-    pub async fn run(mut self, shutdown: impl Future<Output = ()>) {
+    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        let span = self.span.clone();
+        self.run_in(shutdown).instrument(span).await
+    }
+
+    async fn run_in(mut self, shutdown: impl Future<Output = ()>) {
         shutdown.await;
-        tracing::info!(node_id = self.config.node_id, "node stopping");
+        tracing::info!("node stopping");
         self.stop_tx.send_replace(true);
         if let Some(t) = self.broker_task.take() {
             let _ = t.await;
@@ -328,12 +375,12 @@ impl Node {
             let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
         }
         if let Some(p) = self.partitions.take() {
-            let closed = tokio::task::spawn_blocking(move || p.close_all()).await;
+            let closed = crate::spawn_blocking(move || p.close_all()).await;
             if closed.is_err() {
                 tracing::error!("closing the partition logs panicked");
             }
         }
-        tracing::info!(node_id = self.config.node_id, "node stopped");
+        tracing::info!("node stopped");
     }
 }
 
@@ -427,15 +474,16 @@ async fn serve_client(
         ProducerServer::new(service).max_decoding_message_size(MAX_MESSAGE)
     });
     let groups = broker.as_ref().map(|b| {
-        let service =
-            GroupsService::new(shared.clone(), b.coordinator.clone(), b.partitions.clone());
+        let service = GroupsService::new(shared.clone(), b.coordinator.clone());
         GroupsServer::new(service).max_decoding_message_size(MAX_MESSAGE)
     });
     let consumer = broker.map(|b| {
         ConsumerServer::new(ConsumerService::new(shared.clone(), b.partitions))
             .max_encoding_message_size(MAX_MESSAGE)
     });
+    let span = tracing::Span::current();
     let result = tonic::transport::Server::builder()
+        .trace_fn(move |_| span.clone())
         .add_service(
             AdminServer::new(AdminService::new(shared.clone()))
                 .max_decoding_message_size(MAX_MESSAGE),
@@ -464,7 +512,9 @@ async fn serve_internal(
         ReplicationServer::new(ReplicationService::new(shared.clone(), p, stop.clone()))
             .max_encoding_message_size(MAX_MESSAGE)
     });
+    let span = tracing::Span::current();
     let mut router = tonic::transport::Server::builder()
+        .trace_fn(move |_| span.clone())
         .add_service(
             AdminServer::new(AdminService::internal(shared.clone()))
                 .max_decoding_message_size(MAX_MESSAGE),

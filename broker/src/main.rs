@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use clap::Parser;
 use keel_broker::config::Flags;
+use keel_broker::logs::NodeTag;
 use keel_broker::{Config, Node};
 
 #[derive(Parser, Debug)]
@@ -74,18 +75,6 @@ impl Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| "info,openraft=warn".into());
-    let logs = tracing_subscriber::fmt().with_env_filter(filter);
-    match args.log_format {
-        LogFormat::Text => logs.init(),
-        // One JSON object per line, with the fields of each event and its spans.
-        LogFormat::Json => logs
-            .json()
-            .with_current_span(false)
-            .with_span_list(true)
-            .init(),
-    }
     let base = if args.dev {
         Config::dev()
     } else {
@@ -99,12 +88,40 @@ async fn main() -> anyhow::Result<()> {
     }
     let config = Config::load(base, args.config.as_deref(), Config::env(), args.flags())
         .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+    init_logs(args.log_format, config.node_id);
     // Watch for SIGTERM before start-up, so that one arriving while the node starts is kept
     // and stops it cleanly right after, instead of killing the process.
     let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate());
     let node = Node::start(config).await?;
     node.run(terminated(term)).await;
     Ok(())
+}
+
+/// Installs the log subscriber: `RUST_LOG` (default `info,openraft=warn`), text (colours
+/// only on a terminal) or one JSON object per line, every line naming the node
+/// ([`keel_broker::logs`]).
+fn init_logs(format: LogFormat, node_id: u32) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "info,openraft=warn".into());
+    let logs = tracing_subscriber::fmt().with_env_filter(filter);
+    match format {
+        LogFormat::Text => {
+            let text = NodeTag::new(tracing_subscriber::fmt::format(), node_id, false);
+            logs.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+                .event_format(text)
+                .init()
+        }
+        // One JSON object per line, with the fields of each event and its spans.
+        LogFormat::Json => {
+            let json = tracing_subscriber::fmt::format()
+                .json()
+                .with_current_span(false)
+                .with_span_list(true);
+            logs.json()
+                .event_format(NodeTag::new(json, node_id, true))
+                .init()
+        }
+    }
 }
 
 /// Resolves at SIGTERM or SIGINT (Ctrl-C): both start a controlled shutdown.

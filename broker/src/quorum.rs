@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use keel_metadata::network::GrpcNetwork;
 use keel_metadata::node::{ControllerNode, ControllerSettings};
-use keel_metadata::store::{self, MetadataView, NodeId};
+use keel_metadata::store::{self, CommitIndex, MetadataView, NodeId};
 use openraft::BasicNode;
 
 use crate::config::Config;
@@ -56,8 +56,9 @@ pub fn cluster_id_fn(
     })
 }
 
-/// Starts this node's metadata Raft node and wraps it as a [`ControllerNode`].
-pub async fn start(config: &Config) -> Result<ControllerNode, QuorumError> {
+/// Starts this node's metadata Raft node and wraps it as a [`ControllerNode`]; also returns
+/// the handle of its committed index (for `/metrics`).
+pub async fn start(config: &Config) -> Result<(ControllerNode, CommitIndex), QuorumError> {
     let dir = config.data_dir.join("metadata");
     std::fs::create_dir_all(&dir).map_err(|source| QuorumError::Dir {
         path: dir.clone(),
@@ -90,5 +91,6 @@ pub async fn start(config: &Config) -> Result<ControllerNode, QuorumError> {
         session_timeout: Duration::from_millis(config.broker_session_timeout_ms),
         ..Default::default()
     };
-    Ok(ControllerNode::new(id, m.raft, m.view, settings))
+    let node = ControllerNode::new(id, m.raft, m.view, settings);
+    Ok((node, m.commit_index))
 }

@@ -117,7 +117,10 @@ fn print_config_shows_each_value_and_where_it_came_from() {
             "1",
             "--print-config",
         ],
-        &[("KEEL_REPLICA_LAG_TIME_MAX_MS", "15000")],
+        &[
+            ("KEEL_REPLICA_LAG_TIME_MAX_MS", "15000"),
+            ("KEEL_NUM_PARTITIONS", "6"),
+        ],
     );
     assert!(ok, "{text}");
     let line = |key: &str| {
@@ -144,6 +147,22 @@ fn print_config_shows_each_value_and_where_it_came_from() {
         "{text}"
     );
     assert!(text.contains("# advertised_host (unset)"), "{text}");
+    // The cluster defaults for topics are keys like the others.
+    assert!(
+        line("num_partitions").starts_with("num_partitions = 6 ")
+            && line("num_partitions").ends_with("# environment"),
+        "{text}"
+    );
+    assert!(
+        line("auto_create_topics_enable").contains("= false")
+            && line("auto_create_topics_enable").ends_with("# default"),
+        "{text}"
+    );
+    let (ok, text) = keeld(
+        &["--dev", "--print-config"],
+        &[("KEEL_LOG_RETENTION_MS", "0")],
+    );
+    assert!(!ok && text.contains("log_retention_ms"), "{text}");
     // A bad value is refused the same way as at start-up.
     let (ok, text) = keeld(&["--dev", "--print-config"], &[("KEEL_RACK", "a b")]);
     assert!(!ok && text.contains("rack"), "{text}");

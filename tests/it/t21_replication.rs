@@ -449,7 +449,7 @@ async fn an_unclean_election_brings_an_offline_partition_back_and_the_old_leader
 }
 
 /// The body of `GET path` on `addr`, or `None` when nothing answers.
-async fn http_get(addr: std::net::SocketAddr, path: &str) -> Option<String> {
+pub(crate) async fn http_get(addr: std::net::SocketAddr, path: &str) -> Option<String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
     let req = format!("GET {path} HTTP/1.1\r\nHost: keel\r\nConnection: close\r\n\r\n");

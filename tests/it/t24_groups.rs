@@ -23,7 +23,7 @@ use crate::t12_client::bootstrap;
 const TOPIC_PARTITIONS: i32 = 6;
 
 /// Three brokers with quick group timings and a small internal topic.
-fn cluster() -> TestCluster {
+pub(crate) fn cluster() -> TestCluster {
     let env = [
         ("KEEL_GROUP_HEARTBEAT_INTERVAL_MS", "300"),
         ("KEEL_GROUP_SESSION_TIMEOUT_MS", "3000"),
@@ -38,7 +38,7 @@ fn cluster() -> TestCluster {
     })
 }
 
-async fn ready(c: &TestCluster, topic: &str) -> AdminClient {
+pub(crate) async fn ready(c: &TestCluster, topic: &str) -> AdminClient {
     wait_unfenced(c, 1, &[1, 2, 3]).await;
     let admin = AdminClient::connect(&bootstrap(c)).await.expect("admin");
     let t = NewTopic::new(topic)
@@ -61,7 +61,7 @@ async fn ready(c: &TestCluster, topic: &str) -> AdminClient {
 }
 
 /// Writes `values` with acks=all, keyed by value (so they spread over the partitions).
-async fn produce(c: &TestCluster, topic: &str, values: impl Iterator<Item = String>) {
+pub(crate) async fn produce(c: &TestCluster, topic: &str, values: impl Iterator<Item = String>) {
     let producer = Producer::connect(&bootstrap(c), ProducerOptions::default())
         .await
         .expect("producer");
@@ -76,7 +76,7 @@ async fn produce(c: &TestCluster, topic: &str, values: impl Iterator<Item = Stri
     producer.close().await;
 }
 
-fn options(group: &str) -> GroupOptions {
+pub(crate) fn options(group: &str) -> GroupOptions {
     let mut o = GroupOptions::new(group);
     o.consumer.auto_offset_reset = OffsetReset::Earliest;
     o.auto_commit_interval = Duration::from_millis(200);
@@ -86,13 +86,13 @@ fn options(group: &str) -> GroupOptions {
 /// What one in-process member saw: records (partition, offset, value) and its assignment
 /// after every poll.
 #[derive(Default)]
-struct Seen {
+pub(crate) struct Seen {
     records: Vec<(i32, i64, String)>,
     assignments: Vec<BTreeSet<i32>>,
 }
 
 /// Runs a member that records what it reads until `stop`, then closes it (commit, leave).
-fn spawn_member(
+pub(crate) fn spawn_member(
     c: &TestCluster,
     group: &str,
     topic: &str,
@@ -129,7 +129,7 @@ fn value(r: &keel_client::ConsumerRecord) -> String {
     String::from_utf8_lossy(r.value.as_deref().unwrap_or_default()).into_owned()
 }
 
-fn values(prefix: &str, n: usize) -> impl Iterator<Item = String> + '_ {
+pub(crate) fn values(prefix: &str, n: usize) -> impl Iterator<Item = String> + '_ {
     (0..n).map(move |i| format!("{prefix}-{i:05}"))
 }
 
@@ -188,7 +188,7 @@ async fn taken_up(members: &[Arc<Mutex<Seen>>]) -> Vec<BTreeSet<i32>> {
     .await
 }
 
-async fn wait_seen(members: &[Arc<Mutex<Seen>>], n: usize) {
+pub(crate) async fn wait_seen(members: &[Arc<Mutex<Seen>>], n: usize) {
     eventually(Duration::from_secs(60), "records consumed", async || {
         let total: usize = members
             .iter()

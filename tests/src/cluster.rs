@@ -38,6 +38,8 @@ pub struct Spec {
     /// Run every node in its own network namespace ([`crate::netns`]), so the test can cut
     /// the network between nodes (needs root).
     pub netns: bool,
+    /// More `keeld` arguments for every node (e.g. `--log-format json`).
+    pub args: Vec<String>,
 }
 
 impl Default for Spec {
@@ -51,6 +53,7 @@ impl Default for Spec {
             controller_only: false,
             env: Vec::new(),
             netns: false,
+            args: Vec::new(),
         }
     }
 }
@@ -233,6 +236,7 @@ impl TestCluster {
             .arg(&node.data_dir)
             .arg("--controller-voters")
             .arg(voters)
+            .args(&spec.args)
             .env(
                 "KEEL_BROKER_SESSION_TIMEOUT_MS",
                 spec.session_timeout_ms.to_string(),
@@ -314,6 +318,11 @@ impl TestCluster {
     /// Thaws node `id` (SIGCONT).
     pub fn resume(&self, id: u32) {
         self.signal(id, libc::SIGCONT);
+    }
+
+    /// Node `id`'s log file (stdout and stderr of all its runs).
+    pub fn log_path(&self, id: u32) -> &Path {
+        &self.nodes[&id].log
     }
 
     /// Whether node `id` has a running process.

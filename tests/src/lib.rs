@@ -4,6 +4,7 @@
 //! - [`cluster`]: [`TestCluster`](cluster::TestCluster), real `keeld` processes on loopback
 //!   that a test starts, kills, stops, pauses and restarts.
 //! - [`netns`]: network namespaces per node, and silent one-way cuts between them.
+//! - [`prom`]: a strict reader of the Prometheus text format, for `/metrics` tests.
 //! - [`proxy`]: a TCP proxy that can swallow answers (requests arrive, answers are lost),
 //!   also in front of a node's advertised address.
 //! - [`workload`]: producers that keep a history, reading back a cluster's partitions (over
@@ -15,5 +16,6 @@
 
 pub mod cluster;
 pub mod netns;
+pub mod prom;
 pub mod proxy;
 pub mod workload;

@@ -14,6 +14,11 @@
 //! every value sent is present exactly once (only the attempt cut short by the end of the run
 //! may be missing): without idempotence, a retry after a lost answer shows up as a duplicate.
 //!
+//! Every failed attempt is recorded by what failed it ([`History::errors`]): an error code
+//! from the broker, a gRPC status, or no known leader; [`History::non_retriable`] keeps those
+//! a client could not simply retry (for the controlled-shutdown test, which allows only
+//! retriable ones).
+//!
 //! [`produce_with_client`] is the same workload through the Rust client's [`Producer`]
 //! (batches, several in flight, its own retries): its history holds every record it was told
 //! was delivered, in send order.
@@ -88,6 +93,55 @@ pub struct History {
     pub sequence_errors: Vec<String>,
     /// [`produce_with_client`]: records whose delivery failed, with the error.
     pub client_errors: Vec<String>,
+    /// Failed attempts by cause: an error code name (`NOT_LEADER`), `grpc <code>` for a
+    /// request that got no answer, `no leader known`.
+    pub errors: BTreeMap<String, u64>,
+    /// Failures a client could not retry: a broker error not flagged retriable, a gRPC
+    /// status other than a lost connection or a timeout, a malformed answer.
+    pub non_retriable: Vec<String>,
+}
+
+/// Why an attempt failed.
+#[derive(Debug)]
+enum Failure {
+    /// The broker answered with an error.
+    Broker(Error),
+    /// No answer: the gRPC status.
+    Transport(tonic::Code),
+    /// No leader for the partition in the last metadata.
+    NoLeader,
+    /// An answer without the partition.
+    Malformed,
+}
+
+impl Failure {
+    fn cause(&self) -> String {
+        match self {
+            Failure::Broker(e) => ErrorCode::try_from(e.code).map_or_else(
+                |_| format!("code {}", e.code),
+                |c| c.as_str_name().to_owned(),
+            ),
+            Failure::Transport(code) => format!("grpc {code:?}"),
+            Failure::NoLeader => "no leader known".into(),
+            Failure::Malformed => "malformed answer".into(),
+        }
+    }
+
+    /// Whether a client would retry: broker errors flagged retriable; lost connections,
+    /// refused connections and timeouts (a node stopping or gone); a partition between
+    /// leaders.
+    fn retriable(&self) -> bool {
+        use tonic::Code;
+        match self {
+            Failure::Broker(e) => e.retriable,
+            Failure::Transport(code) => matches!(
+                code,
+                Code::Unavailable | Code::Cancelled | Code::DeadlineExceeded | Code::Unknown
+            ),
+            Failure::NoLeader => true,
+            Failure::Malformed => false,
+        }
+    }
 }
 
 /// Channels by URL, made lazily and reused.
@@ -218,21 +272,20 @@ pub async fn produce(w: Arc<Workload>, producer: u32, stop: watch::Receiver<bool
             base_sequence: sequences.get(&partition).copied().unwrap_or(0),
         });
         let outcome = match route.get(&partition).cloned() {
-            None => Err(None),
+            None => Err(Failure::NoLeader),
             Some(url) => {
                 let mut client = ProducerClient::new(channels.get(&url));
                 let answer = client
                     .produce(request(&w, partition, value.clone(), idempotent))
                     .await;
-                match answer
-                    .ok()
-                    .and_then(|r| r.into_inner().topics.pop()?.partitions.pop())
-                {
-                    Some(p) => match (p.error, p.base_offset) {
+                match answer.map(|r| r.into_inner().topics.pop()?.partitions.pop()) {
+                    Err(status) => Err(Failure::Transport(status.code())),
+                    Ok(None) => Err(Failure::Malformed),
+                    Ok(Some(p)) => match (p.error, p.base_offset) {
                         (None, Some(offset)) => Ok(offset),
-                        (error, _) => Err(error),
+                        (Some(e), _) => Err(Failure::Broker(e)),
+                        (None, None) => Err(Failure::Malformed),
                     },
-                    None => Err(None),
                 }
             }
         };
@@ -245,11 +298,19 @@ pub async fn produce(w: Arc<Workload>, producer: u32, stop: watch::Receiver<bool
                 });
                 *sequences.entry(partition).or_insert(0) += 1;
             }
-            Err(error) => {
+            Err(failure) => {
                 h.failed += 1;
-                if let Some(e) = error.filter(|e| is_sequence_error(e.code)) {
+                *h.errors.entry(failure.cause()).or_default() += 1;
+                if !failure.retriable() {
+                    h.non_retriable.push(format!("{value:?}: {failure:?}"));
+                }
+                let sequence_error = match &failure {
+                    Failure::Broker(e) if is_sequence_error(e.code) => Some(&e.message),
+                    _ => None,
+                };
+                if let Some(message) = sequence_error {
                     // Not retriable: give the value up rather than loop on it.
-                    h.sequence_errors.push(format!("{value:?}: {}", e.message));
+                    h.sequence_errors.push(format!("{value:?}: {message}"));
                 } else if w.retry_failed {
                     retry = Some((partition, value));
                 }

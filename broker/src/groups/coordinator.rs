@@ -13,6 +13,11 @@
 //! were appended since the last snapshot, the shard writes a snapshot batch and, once it is
 //! replicated, deletes the segments wholly before it (followers follow the leader's log
 //! start), which bounds the partition.
+//!
+//! Lag (`keel group describe`, `/metrics`): the high watermark of a partition this broker
+//! leads is read here; the others are asked of their leaders (`ListOffsets`, latest), each
+//! leader once per call with a short timeout. For `/metrics` the last high watermark learned
+//! for a partition stands in while its leader does not answer.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -21,6 +26,7 @@ use std::time::Duration;
 
 use keel_metadata::image::MetadataImage;
 use keel_metadata::records::{BrokerId, TopicId};
+use keel_proto::v1::consumer_client::ConsumerClient;
 use keel_proto::v1::{self as pb, ErrorCode};
 use keel_storage::batch::{self, BatchParams};
 use keel_storage::Offset;
@@ -62,6 +68,22 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(15);
 const EXPIRY_TICK: Duration = Duration::from_millis(250);
 /// Bytes read per step while loading a shard.
 const LOAD_CHUNK: usize = 1 << 20;
+/// How long a partition leader has to answer a high-watermark lookup.
+const HW_LOOKUP_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A group's committed offset in one partition and the partition's high watermark (`None`
+/// when neither its leader nor an earlier lookup told it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupLag {
+    pub group: String,
+    pub topic: String,
+    pub partition: i32,
+    pub committed: Offset,
+    pub high_watermark: Option<Offset>,
+}
+
+/// Partitions by topic, grouped by the client endpoint of their leader.
+type ByLeader = BTreeMap<String, BTreeMap<String, Vec<i32>>>;
 
 /// Kafka's `Utils.abs(groupId.hashCode()) % partitions`, so groups land where Kafka puts them.
 pub fn partition_for(group_id: &str, partitions: i32) -> i32 {
@@ -91,6 +113,8 @@ pub struct Coordinator {
     topic: OffsetsTopicConfig,
     shards: Mutex<BTreeMap<i32, Arc<Shard>>>,
     creating: AtomicBool,
+    /// The last high watermark learned for each partition with committed offsets here.
+    learned_hws: Mutex<BTreeMap<(String, i32), Offset>>,
 }
 
 fn err(code: ErrorCode, msg: impl Into<String>) -> pb::Error {
@@ -119,6 +143,7 @@ impl Coordinator {
             topic,
             shards: Mutex::new(BTreeMap::new()),
             creating: AtomicBool::new(false),
+            learned_hws: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -181,9 +206,10 @@ impl Coordinator {
             });
             shards.insert(index, shard.clone());
             let cfg = self.cfg.clone();
-            tokio::spawn(async move {
+            crate::spawn(async move {
                 if let Err(e) = load(&shard, &cfg).await {
-                    tracing::error!(partition = shard.index, error = %e, "group state not loaded");
+                    tracing::error!(topic = OFFSETS_TOPIC, partition = shard.index, error = %e,
+                        "group state not loaded");
                 }
             });
         }
@@ -384,7 +410,7 @@ impl Coordinator {
         })?;
         let len = built.len() as u64;
         let p = shard.partition.clone();
-        let appended = tokio::task::spawn_blocking(move || p.append(&[built]))
+        let appended = crate::spawn_blocking(move || p.append(&[built]))
             .await
             .map_err(|_| err(ErrorCode::CoordinatorNotAvailable, "append task failed"))?
             .map_err(|e| write_error(&e))?;
@@ -426,7 +452,8 @@ impl Coordinator {
         let end = match self.append(shard, &entries).await {
             Ok(end) => end,
             Err(e) => {
-                tracing::warn!(partition = shard.index, error = %e.message, "snapshot not written");
+                tracing::warn!(topic = OFFSETS_TOPIC, partition = shard.index, error = %e.message,
+                    "snapshot not written");
                 return;
             }
         };
@@ -434,8 +461,9 @@ impl Coordinator {
         drop(groups);
         if self.wait_durable(shard, end).await.is_ok() {
             let p = shard.partition.clone();
-            let deleted = tokio::task::spawn_blocking(move || p.delete_before(start)).await;
+            let deleted = crate::spawn_blocking(move || p.delete_before(start)).await;
             tracing::info!(
+                topic = OFFSETS_TOPIC,
                 partition = shard.index,
                 snapshot_at = start,
                 ?deleted,
@@ -462,6 +490,112 @@ impl Coordinator {
         for s in shards.iter().filter(|s| s.loaded.load(Ordering::Acquire)) {
             let groups = s.groups.lock().await;
             out.extend(groups.values().map(|g| (g.id.clone(), g.state())));
+        }
+        out
+    }
+
+    /// Committed offsets of every group this broker coordinates, with the high watermarks of
+    /// their partitions (see the module doc).
+    pub async fn lag(&self) -> Vec<GroupLag> {
+        let shards: Vec<Arc<Shard>> = self.shards().values().cloned().collect();
+        let mut out = Vec::new();
+        for s in shards.iter().filter(|s| s.loaded.load(Ordering::Acquire)) {
+            let groups = s.groups.lock().await;
+            for g in groups.values() {
+                out.extend(g.offsets.iter().map(|((topic, partition), c)| GroupLag {
+                    group: g.id.clone(),
+                    topic: topic.clone(),
+                    partition: *partition,
+                    committed: c.offset,
+                    high_watermark: None,
+                }));
+            }
+        }
+        let keys: Vec<(String, i32)> = out.iter().map(|l| (l.topic.clone(), l.partition)).collect();
+        let image = self.shared.view.current();
+        let found = self.high_watermarks(&image, &keys).await;
+        let mut learned = self.learned_hws.lock().unwrap_or_else(|p| p.into_inner());
+        let mut kept = BTreeMap::new();
+        for l in &mut out {
+            let key = (l.topic.clone(), l.partition);
+            l.high_watermark = found.get(&key).or(learned.get(&key)).copied();
+            if let Some(hw) = l.high_watermark {
+                kept.insert(key, hw);
+            }
+        }
+        *learned = kept;
+        out
+    }
+
+    /// High watermarks of partitions: from this broker for those it leads, from their
+    /// leaders (`ListOffsets`, latest) for the others; a leader that does not answer within
+    /// [`HW_LOOKUP_TIMEOUT`] leaves its partitions out.
+    pub async fn high_watermarks(
+        &self,
+        image: &MetadataImage,
+        keys: &[(String, i32)],
+    ) -> BTreeMap<(String, i32), Offset> {
+        let mut out = BTreeMap::new();
+        let mut remote: ByLeader = BTreeMap::new();
+        for (topic, p) in keys {
+            match self.partitions.leader_of(image, topic, *p) {
+                Ok(local) => {
+                    out.insert((topic.clone(), *p), local.high_watermark());
+                }
+                Err(PartitionError::NotLeader {
+                    endpoint: Some(addr),
+                    ..
+                }) => remote
+                    .entry(addr)
+                    .or_default()
+                    .entry(topic.clone())
+                    .or_default()
+                    .push(*p),
+                Err(_) => {}
+            }
+        }
+        let asks = remote
+            .into_iter()
+            .map(|(addr, topics)| self.remote_high_watermarks(addr, topics));
+        for found in futures_util::future::join_all(asks).await {
+            out.extend(found);
+        }
+        out
+    }
+
+    async fn remote_high_watermarks(
+        &self,
+        addr: String,
+        topics: BTreeMap<String, Vec<i32>>,
+    ) -> Vec<((String, i32), Offset)> {
+        let latest = |partition| pb::ListOffsetsPartition {
+            partition,
+            spec: pb::OffsetSpec::Latest as i32,
+            ..Default::default()
+        };
+        let req = pb::ListOffsetsRequest {
+            isolation_level: pb::IsolationLevel::ReadUncommitted as i32,
+            topics: topics
+                .into_iter()
+                .map(|(topic, ps)| pb::ListOffsetsTopic {
+                    topic,
+                    partitions: ps.into_iter().map(latest).collect(),
+                })
+                .collect(),
+        };
+        let mut client = ConsumerClient::new(self.shared.channel(&addr));
+        let answer = tokio::time::timeout(HW_LOOKUP_TIMEOUT, client.list_offsets(req)).await;
+        let topics = match answer {
+            Ok(Ok(r)) => r.into_inner().topics,
+            _ => return Vec::new(),
+        };
+        let mut out = Vec::new();
+        for t in topics {
+            for p in t.partitions.iter().filter(|p| p.error.is_none()) {
+                if let Some(o) = p.offset {
+                    out.push(((t.topic.clone(), p.partition), o));
+                }
+            }
         }
         out
     }
@@ -499,7 +633,7 @@ async fn load(shard: &Arc<Shard>, cfg: &GroupConfig) -> Result<(), String> {
     let mut records = 0usize;
     loop {
         let p = shard.partition.clone();
-        let (bytes, end) = tokio::task::spawn_blocking(move || p.read_to_end(from, LOAD_CHUNK))
+        let (bytes, end) = crate::spawn_blocking(move || p.read_to_end(from, LOAD_CHUNK))
             .await
             .map_err(|e| e.to_string())?
             .map_err(|e| e.to_string())?;
@@ -529,6 +663,7 @@ async fn load(shard: &Arc<Shard>, cfg: &GroupConfig) -> Result<(), String> {
     }
     shard.loaded.store(true, Ordering::Release);
     tracing::info!(
+        topic = OFFSETS_TOPIC,
         partition = shard.index,
         groups = groups.len(),
         records,

@@ -166,6 +166,14 @@ impl PartitionManager {
         self.signals.appended.subscribe()
     }
 
+    /// Leader changes seen so far: times a hosted partition got a new leader epoch with a
+    /// leader (see `keel_leader_elections_total`).
+    pub fn leader_changes(&self) -> u64 {
+        self.signals
+            .leader_changes
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// A receiver woken after every reconcile (roles may have changed).
     pub fn reconciled(&self) -> watch::Receiver<u64> {
         self.reconciled.subscribe()
@@ -318,11 +326,20 @@ impl PartitionManager {
                 tracing::info!(log = %name, topic = %t.name, partition = index,
                     leader = role.leader, leader_epoch = role.leader_epoch, clean = stats.clean,
                     "partition replica opened");
-                let p = Partition::new(t.topic_id, index, self.me, log, role, self.signals.clone());
+                let p = Partition::new(
+                    t.topic_id,
+                    t.name.clone(),
+                    index,
+                    self.me,
+                    log,
+                    role,
+                    self.signals.clone(),
+                );
                 self.map().insert((t.topic_id, index), Arc::new(p));
             }
             Err(e) => {
-                tracing::error!(log = %name, error = %e, "could not open partition log");
+                tracing::error!(topic = %t.name, partition = index, log = %name, error = %e,
+                    "could not open partition log");
             }
         }
     }
@@ -332,9 +349,11 @@ impl PartitionManager {
             return;
         };
         let name = log.name().to_owned();
+        let (topic, partition) = (&p.topic, p.index);
         match self.data.delete_log(log) {
-            Ok(()) => tracing::info!(log = %name, "partition replica deleted"),
-            Err(e) => tracing::error!(log = %name, error = %e, "could not delete partition log"),
+            Ok(()) => tracing::info!(%topic, partition, log = %name, "partition replica deleted"),
+            Err(e) => tracing::error!(%topic, partition, log = %name, error = %e,
+                "could not delete partition log"),
         }
     }
 
@@ -354,7 +373,7 @@ impl PartitionManager {
                 .broker_epoch
                 .is_some_and(|epoch| image.offset >= epoch);
             let me = self.clone();
-            if tokio::task::spawn_blocking(move || me.reconcile(&image, complete))
+            if crate::spawn_blocking(move || me.reconcile(&image, complete))
                 .await
                 .is_err()
             {
@@ -383,7 +402,8 @@ impl PartitionManager {
             if let Some(log) = p.take_log() {
                 let name = log.name().to_owned();
                 if let Err(e) = log.close() {
-                    tracing::error!(log = %name, error = %e, "could not close partition log");
+                    tracing::error!(topic = %p.topic, partition = p.index, log = %name,
+                        error = %e, "could not close partition log");
                 }
             }
         }

@@ -99,11 +99,15 @@ pub struct Signals {
     pub high_watermark: Arc<watch::Sender<u64>>,
     /// Bumped whenever a leader appends; wakes long-polling replica fetches.
     pub appended: Arc<watch::Sender<u64>>,
+    /// Leader changes seen: a hosted partition got a new leader epoch with a leader.
+    pub leader_changes: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// One partition replica hosted here.
 pub struct Partition {
     pub topic_id: TopicId,
+    /// The topic's name, for log lines (a topic is never renamed).
+    pub topic: String,
     pub index: i32,
     me: BrokerId,
     /// `None` once closed or deleted; a request that finds it so is told to retry.
@@ -130,6 +134,7 @@ impl Partition {
     /// left it, so a restart exposes what was exposed before.
     pub fn new(
         topic_id: TopicId,
+        topic: String,
         index: i32,
         me: BrokerId,
         log: Log,
@@ -146,6 +151,7 @@ impl Partition {
         };
         let p = Partition {
             topic_id,
+            topic,
             index,
             me,
             log: RwLock::new(Some(log)),
@@ -179,16 +185,19 @@ impl Partition {
             role.clone(),
         );
         let took_over = role.leader && (!old.leader || old.leader_epoch != role.leader_epoch);
+        self.note_leader_change(&old, &role);
         let mut log_end = None;
         if let Some(log) = self.log_mut().as_mut() {
             if log.config() != &role.settings.log {
                 if let Err(e) = log.set_config(role.settings.log.clone()) {
-                    tracing::warn!(log = %log.name(), error = %e, "topic config not applied");
+                    tracing::warn!(topic = %self.topic, partition = self.index, log = %log.name(),
+                        error = %e, "topic config not applied");
                 }
             }
             if took_over {
                 if let Err(e) = log.assign_epoch(role.leader_epoch) {
-                    tracing::error!(log = %log.name(), error = %e, "could not record the leader epoch");
+                    tracing::error!(topic = %self.topic, partition = self.index, log = %log.name(),
+                        error = %e, "could not record the leader epoch");
                 }
             }
             log_end = Some(log.log_end_offset());
@@ -217,6 +226,19 @@ impl Partition {
             changed
         });
         self.update_hw();
+    }
+
+    /// Counts and logs a new leader epoch with a leader (an election this broker saw).
+    fn note_leader_change(&self, old: &Role, new: &Role) {
+        if new.leader_epoch <= old.leader_epoch || new.leader_id.is_none() {
+            return;
+        }
+        self.signals
+            .leader_changes
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tracing::info!(topic = %self.topic, partition = self.index, leader = ?new.leader_id,
+            previous_leader = ?old.leader_id, leader_epoch = new.leader_epoch,
+            "partition leader changed");
     }
 
     fn log_ref(&self) -> std::sync::RwLockReadGuard<'_, Option<Log>> {
@@ -327,7 +349,7 @@ impl Partition {
             }
             log.begin_flush()
         };
-        let (job, result) = tokio::task::spawn_blocking(move || {
+        let (job, result) = crate::spawn_blocking(move || {
             let result = job.sync();
             (job, result)
         })
@@ -370,11 +392,13 @@ impl Partition {
         let hw = self.high_watermark();
         if let Some(log) = self.log_mut().as_mut() {
             match log.apply_retention(hw) {
-                Ok(r) if r.segments_deleted > 0 => tracing::info!(log = %log.name(),
+                Ok(r) if r.segments_deleted > 0 => tracing::info!(topic = %self.topic,
+                    partition = self.index, log = %log.name(),
                     segments = r.segments_deleted, bytes = r.bytes_deleted, log_start = r.log_start,
                     "retention deleted old segments"),
                 Ok(_) => {}
-                Err(e) => tracing::warn!(log = %log.name(), error = %e, "retention failed"),
+                Err(e) => tracing::warn!(topic = %self.topic, partition = self.index,
+                    log = %log.name(), error = %e, "retention failed"),
             }
         }
     }
@@ -389,7 +413,8 @@ impl Partition {
             .zip(targets)
         {
             if let Err(e) = result {
-                tracing::error!(topic_id = %p.topic_id, partition = p.index, error = %e, what,
+                tracing::error!(topic = %p.topic, partition = p.index, topic_id = %p.topic_id,
+                    error = %e, what,
                     "fsync failed");
             }
         }
@@ -400,10 +425,12 @@ impl Partition {
         if let Some(log) = self.log_mut().as_mut() {
             let expired = log.expire_producers(expiration_ms);
             if expired > 0 {
-                tracing::info!(log = %log.name(), expired, "idle producers expired");
+                tracing::info!(topic = %self.topic, partition = self.index, log = %log.name(),
+                    expired, "idle producers expired");
             }
             if let Err(e) = log.snapshot_producers() {
-                tracing::warn!(log = %log.name(), error = %e, "producer state not saved");
+                tracing::warn!(topic = %self.topic, partition = self.index, log = %log.name(),
+                    error = %e, "producer state not saved");
             }
         }
     }

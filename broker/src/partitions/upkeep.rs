@@ -42,12 +42,12 @@ pub async fn run(
             .zip(&due)
         {
             if let Err(e) = result {
-                tracing::error!(topic_id = %p.topic_id, partition = p.index, error = %e,
+                tracing::error!(topic = %p.topic, partition = p.index, error = %e,
                     "interval fsync failed");
             }
         }
         if ticks % RETENTION_EVERY == 0 {
-            let _ = tokio::task::spawn_blocking(move || {
+            let _ = crate::spawn_blocking(move || {
                 for p in &all {
                     p.apply_retention();
                     p.producer_upkeep(producer_id_expiration_ms);

@@ -197,21 +197,21 @@ async fn apply_round(
             match fetched_from_wire(pr) {
                 Ok(fetched) => work.push((p.clone(), *epoch, fetched)),
                 Err(e) => {
-                    tracing::debug!(topic_id = %topic_id, partition = key.1, error = %e.message,
+                    tracing::debug!(topic = %p.topic, partition = key.1, error = %e.message,
                         "leader refused a partition fetch");
                     resting.insert(key, Instant::now() + REST);
                 }
             }
         }
     }
-    let applied = tokio::task::spawn_blocking(move || {
+    let applied = crate::spawn_blocking(move || {
         work.into_iter()
             .filter_map(
                 |(p, epoch, fetched)| match p.apply_fetched(epoch, fetched) {
                     Ok(Some(end)) => Some((p, end)),
                     Ok(None) => None,
                     Err(e) => {
-                        tracing::warn!(topic_id = %p.topic_id, partition = p.index, error = %e,
+                        tracing::warn!(topic = %p.topic, partition = p.index, error = %e,
                         "could not apply fetched records");
                         None
                     }

@@ -36,7 +36,7 @@ pub async fn run(ctx: Arc<Context>, lag_max: Duration, tick: Duration) {
         ticks = ticks.wrapping_add(1);
         if ticks % CHECKPOINT_EVERY == 0 {
             let partitions = ctx.partitions.clone();
-            let _ = tokio::task::spawn_blocking(move || partitions.checkpoint_all()).await;
+            let _ = crate::spawn_blocking(move || partitions.checkpoint_all()).await;
         }
         let Some(epoch) = ctx.status.borrow().broker_epoch else {
             continue;
@@ -105,12 +105,12 @@ async fn propose(ctx: &Context, broker_epoch: u64, proposals: Vec<(Arc<Partition
             };
             match pr.error {
                 Some(e) => {
-                    tracing::info!(topic_id = %topic_id, partition = pr.partition, error = %e.message,
+                    tracing::info!(topic = %p.topic, partition = pr.partition, error = %e.message,
                         "ISR change refused");
                     p.isr_proposal_failed();
                 }
                 None => {
-                    tracing::info!(topic_id = %topic_id, partition = pr.partition, isr = ?pr.isr,
+                    tracing::info!(topic = %p.topic, partition = pr.partition, isr = ?pr.isr,
                         partition_epoch = pr.partition_epoch, "ISR changed");
                     let was = before.get(&(topic_id, pr.partition)).copied().unwrap_or(0);
                     match pr.isr.len().cmp(&was) {

@@ -46,7 +46,7 @@ pub async fn run(ctx: Arc<Context>) {
         for leader in ctx.partitions.followed().into_keys() {
             fetchers
                 .entry(leader)
-                .or_insert_with(|| tokio::spawn(fetcher::run(ctx.clone(), leader)));
+                .or_insert_with(|| crate::spawn(fetcher::run(ctx.clone(), leader)));
         }
         // A fetcher that found nothing left to follow ends on its own; look again soon in
         // case the image gave it something back meanwhile.

@@ -1,7 +1,8 @@
 //! The `Admin` service: topic creation, deletion, configuration and partition growth.
 //!
 //! Every write runs on the active controller (see [`Route`]); each topic of a request succeeds
-//! or fails on its own. Reads (DescribeConfigs) come from this node's image. Operations of
+//! or fails on its own. CreateTopics fills in what a topic leaves unset from the active
+//! controller's [`TopicDefaults`]. Reads (DescribeConfigs) come from this node's image. Operations of
 //! later issues (leader elections, reassignments) answer `UNIMPLEMENTED`.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -16,11 +17,7 @@ use tonic::{Request, Response, Status};
 
 use super::convert::{invalid, parse_topic_id, topic_id_bytes, write_error};
 use super::{forward, with_offset, Remote, Route, Shared, FORWARDED};
-
-/// Partitions of a topic created without a count (Kafka's `num.partitions`).
-pub const DEFAULT_NUM_PARTITIONS: i32 = 1;
-/// Replicas of a topic created without a factor (Kafka's `default.replication.factor`).
-pub const DEFAULT_REPLICATION_FACTOR: i32 = 1;
+use crate::topic_defaults::{NewTopic, TopicDefaults};
 
 /// The `Admin` service of a node.
 pub struct AdminService {
@@ -89,28 +86,78 @@ pub async fn create_topics_internal(
     shared: &Shared,
     req: CreateTopicsRequest,
 ) -> Result<CreateTopicsResponse, Error> {
+    create_as_broker(shared, req, true).await
+}
+
+/// Creates the topics `names` with the cluster defaults, for `auto_create_topics_enable`:
+/// at the active controller, here or forwarded, and waits until this node's image has them.
+/// Returns each topic's error; a topic that already exists counts as created.
+pub async fn auto_create_topics(shared: &Shared, names: &[String]) -> BTreeMap<String, Error> {
+    let req = CreateTopicsRequest {
+        topics: names
+            .iter()
+            .map(|name| CreatableTopic {
+                name: name.clone(),
+                ..Default::default()
+            })
+            .collect(),
+        timeout_ms: 10_000,
+        validate_only: false,
+    };
+    let failed = |e: &Error| names.iter().map(|n| (n.clone(), e.clone())).collect();
+    let resp = match create_as_broker(shared, req, false).await {
+        Ok(resp) => resp,
+        Err(e) => return failed(&e),
+    };
+    let mut errors = BTreeMap::new();
+    for t in resp.topics {
+        match t.error {
+            Some(e) if e.code != ErrorCode::TopicAlreadyExists as i32 => {
+                errors.insert(t.name, e);
+            }
+            _ => tracing::info!(topic = %t.name, "topic auto-created"),
+        }
+    }
+    errors
+}
+
+/// CreateTopics from this broker: run here when it is the active controller, else forwarded
+/// (with the internal-topic header when `internal`), then waits until this node's image
+/// holds the result.
+async fn create_as_broker(
+    shared: &Shared,
+    req: CreateTopicsRequest,
+    internal: bool,
+) -> Result<CreateTopicsResponse, Error> {
     let addrs = match shared.route(&tonic::metadata::MetadataMap::new()) {
-        Route::Local(c) => return Ok(create_topics(c, req, true).await),
+        Route::Local(c) => return Ok(create_topics(c, req, internal, &shared.topic_defaults).await),
         Route::Forward(addrs) => addrs,
         Route::Unavailable(e) => return Err(e),
     };
+    let headers: &[&str] = match internal {
+        true => &[FORWARDED, INTERNAL_TOPIC],
+        false => &[FORWARDED],
+    };
     for addr in &addrs {
         let mut r = Request::new(req.clone());
-        for key in [FORWARDED, INTERNAL_TOPIC] {
+        for key in headers {
             r.metadata_mut()
-                .insert(key, tonic::metadata::MetadataValue::from_static("1"));
+                .insert(*key, tonic::metadata::MetadataValue::from_static("1"));
         }
         match AdminClient::new(shared.channel(addr))
             .create_topics(r)
             .await
         {
-            Ok(resp) => return Ok(resp.into_inner()),
-            Err(status) => tracing::debug!(%addr, %status, "internal topic creation not forwarded"),
+            Ok(resp) => {
+                shared.catch_up_with(resp.metadata()).await;
+                return Ok(resp.into_inner());
+            }
+            Err(status) => tracing::debug!(%addr, %status, "topic creation not forwarded"),
         }
     }
     Err(Error::new(
         ErrorCode::NotController,
-        "no controller reachable to create an internal topic; retry",
+        "no controller reachable to create the topic; retry",
     ))
 }
 
@@ -131,10 +178,14 @@ async fn create_one(
     t: &CreatableTopic,
     validate_only: bool,
     allow_internal: bool,
+    defaults: &TopicDefaults,
 ) -> CreatedTopic {
-    let partitions = t.num_partitions.unwrap_or(DEFAULT_NUM_PARTITIONS);
-    let rf = t.replication_factor.unwrap_or(DEFAULT_REPLICATION_FACTOR);
-    let configs: BTreeMap<String, String> = t.configs.clone().into_iter().collect();
+    let given: BTreeMap<String, String> = t.configs.clone().into_iter().collect();
+    let NewTopic {
+        partitions,
+        replication_factor: rf,
+        configs,
+    } = defaults.apply(t.num_partitions, t.replication_factor, &given);
     let mut out = CreatedTopic {
         name: t.name.clone(),
         num_partitions: partitions,
@@ -183,6 +234,7 @@ async fn create_topics(
     c: ControllerNode,
     req: CreateTopicsRequest,
     allow_internal: bool,
+    defaults: &TopicDefaults,
 ) -> CreateTopicsResponse {
     let mut seen = BTreeSet::new();
     let mut topics = Vec::with_capacity(req.topics.len());
@@ -195,7 +247,7 @@ async fn create_topics(
             });
             continue;
         }
-        topics.push(create_one(&c, &t, req.validate_only, allow_internal).await);
+        topics.push(create_one(&c, &t, req.validate_only, allow_internal, defaults).await);
     }
     CreateTopicsResponse {
         error: None,
@@ -497,10 +549,11 @@ impl Admin for AdminService {
         req: Request<CreateTopicsRequest>,
     ) -> Reply<CreateTopicsResponse> {
         let allow_internal = self.internal_listener && req.metadata().contains_key(INTERNAL_TOPIC);
+        let defaults = self.shared.topic_defaults.clone();
         on_controller(
             &self.shared,
             req,
-            move |c, body| create_topics(c, body, allow_internal),
+            move |c, body| async move { create_topics(c, body, allow_internal, &defaults).await },
             |ch, r| Box::pin(async move { AdminClient::new(ch).create_topics(r).await }),
             |body, e| CreateTopicsResponse {
                 topics: each_topic_failed(

@@ -1,7 +1,12 @@
 //! The `Cluster` service: metadata for clients, the description of the cluster and of the
 //! metadata quorum. Voter and broker membership changes come with the elastic-cluster work and
 //! answer `UNIMPLEMENTED`.
+//!
+//! With `auto_create_topics_enable`, a Metadata request naming unknown topics creates them
+//! first (with the cluster defaults) and answers with the new topics, or with the creation's
+//! error for a topic that could not be created.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use keel_proto::v1::cluster_client::ClusterClient;
@@ -30,6 +35,7 @@ fn metadata(
     shared: &Shared,
     controller_id: Option<i32>,
     req: &MetadataRequest,
+    not_created: &BTreeMap<String, Error>,
 ) -> MetadataResponse {
     let image = shared.view.current();
     let topics = if req.topics.is_empty() {
@@ -44,10 +50,12 @@ fn metadata(
             .map(|name| match image.topic_by_name(name) {
                 Some(t) => convert::topic(&image, t, req.include_configs),
                 None => TopicMetadata {
-                    error: Some(Error::new(
-                        ErrorCode::UnknownTopicOrPartition,
-                        format!("unknown topic {name}"),
-                    )),
+                    error: Some(not_created.get(name).cloned().unwrap_or_else(|| {
+                        Error::new(
+                            ErrorCode::UnknownTopicOrPartition,
+                            format!("unknown topic {name}"),
+                        )
+                    })),
                     name: name.clone(),
                     ..Default::default()
                 },
@@ -62,6 +70,26 @@ fn metadata(
         topics,
         metadata_offset: image.offset,
     }
+}
+
+/// With `auto_create_topics_enable`, creates the topics of `names` this node does not know;
+/// returns the errors of those that could not be created.
+pub async fn auto_create(shared: &Shared, names: &[String]) -> BTreeMap<String, Error> {
+    if !shared.topic_defaults.auto_create {
+        return BTreeMap::new();
+    }
+    let image = shared.view.current();
+    let unknown: Vec<String> = names
+        .iter()
+        .filter(|n| image.topic_by_name(n).is_none())
+        .cloned()
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    if unknown.is_empty() {
+        return BTreeMap::new();
+    }
+    super::admin::auto_create_topics(shared, &unknown).await
 }
 
 fn quorum(state: keel_metadata::node::QuorumState) -> DescribeQuorumResponse {
@@ -86,10 +114,12 @@ fn quorum(state: keel_metadata::node::QuorumState) -> DescribeQuorumResponse {
 #[tonic::async_trait]
 impl Cluster for ClusterService {
     async fn metadata(&self, req: Request<MetadataRequest>) -> Reply<MetadataResponse> {
+        let not_created = auto_create(&self.shared, &req.get_ref().topics).await;
         Ok(Response::new(metadata(
             &self.shared,
             self.shared.controller_id(),
             req.get_ref(),
+            &not_created,
         )))
     }
 

@@ -7,6 +7,10 @@
 //! non-empty result (only the partitions with data or errors), advances the positions itself,
 //! drops a partition after reporting its error, and ends when no partition is left. The
 //! stream is polled only as the client consumes (gRPC flow control), so it never reads ahead.
+//!
+//! Metrics: each topic of a Fetch counts once in `keel_fetch_requests_total` with the record
+//! bytes of the answer and the time to it (long-poll wait included, as Kafka's fetch
+//! latency); a Subscribe counts each message it pushes the same way.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,6 +28,7 @@ use tonic::{Request, Response, Status};
 use super::convert::topic_id_bytes;
 use super::records;
 use super::Shared;
+use crate::metrics::Kind;
 use crate::partitions::partition::Offsets;
 use crate::partitions::{Partition, PartitionError, PartitionManager};
 
@@ -48,6 +53,8 @@ pub struct ConsumerService {
 struct Pass {
     response: pb::FetchResponse,
     bytes: usize,
+    /// Record bytes per topic of the request, in its order.
+    topic_bytes: Vec<usize>,
     errors: bool,
 }
 
@@ -105,6 +112,7 @@ impl ConsumerService {
         let mut pass = Pass {
             response: pb::FetchResponse::default(),
             bytes: 0,
+            topic_bytes: Vec::with_capacity(req.topics.len()),
             errors: false,
         };
         for t in &req.topics {
@@ -114,6 +122,7 @@ impl ConsumerService {
                 topic_id: topic_id.map(topic_id_bytes).unwrap_or_default(),
                 partitions: vec![],
             };
+            let before = pass.bytes;
             for fp in &t.partitions {
                 // The first batch of the first non-empty partition comes whole; after that
                 // the budget rules.
@@ -145,6 +154,7 @@ impl ConsumerService {
                 };
                 out.partitions.push(resp);
             }
+            pass.topic_bytes.push(pass.bytes - before);
             pass.response.topics.push(out);
         }
         pass
@@ -181,7 +191,7 @@ impl ConsumerService {
         }
         .min(room);
         let from = fp.fetch_offset;
-        let (bytes, offsets) = tokio::task::spawn_blocking(move || p.read(from, max))
+        let (bytes, offsets) = crate::spawn_blocking(move || p.read(from, max))
             .await
             .map_err(|_| PartitionError::LeaderNotAvailable)??;
         let n = bytes.len();
@@ -192,6 +202,21 @@ impl ConsumerService {
             resp.data = Some(data);
         }
         Ok((resp, n))
+    }
+
+    /// Counts one fetch per topic of `req` with the bytes `pass` returned.
+    fn record(&self, req: &pb::FetchRequest, pass: &Pass, started: Instant) {
+        let image = self.shared.view.current();
+        let elapsed = started.elapsed();
+        for (t, bytes) in req.topics.iter().zip(&pass.topic_bytes) {
+            self.shared.metrics.requests.record(
+                &image,
+                Kind::Fetch,
+                &t.topic,
+                *bytes as u64,
+                elapsed,
+            );
+        }
     }
 
     async fn list_partition(
@@ -215,13 +240,13 @@ impl ConsumerService {
             OffsetSpec::Latest => Some((p.offsets()?.high_watermark, None, epoch)),
             OffsetSpec::Timestamp => {
                 let ts = lp.timestamp;
-                let found = tokio::task::spawn_blocking(move || p.offset_for_timestamp(ts))
+                let found = crate::spawn_blocking(move || p.offset_for_timestamp(ts))
                     .await
                     .map_err(|_| PartitionError::LeaderNotAvailable)??;
                 found.map(|(o, t, e)| (o, Some(t), e))
             }
             OffsetSpec::MaxTimestamp => {
-                let found = tokio::task::spawn_blocking(move || p.max_timestamp())
+                let found = crate::spawn_blocking(move || p.max_timestamp())
                     .await
                     .map_err(|_| PartitionError::LeaderNotAvailable)??;
                 found.map(|(o, t, e)| (o, Some(t), e))
@@ -325,9 +350,11 @@ impl Consumer for ConsumerService {
         &self,
         request: Request<pb::FetchRequest>,
     ) -> Result<Response<pb::FetchResponse>, Status> {
+        let started = Instant::now();
         let req = request.into_inner();
         let wait = Duration::from_millis(req.max_wait_ms.max(0) as u64).min(MAX_WAIT);
         let pass = self.long_poll(&req, wait).await;
+        self.record(&req, &pass, started);
         Ok(Response::new(pass.response))
     }
 
@@ -354,8 +381,12 @@ impl Consumer for ConsumerService {
                 if req.topics.iter().all(|t| t.partitions.is_empty()) {
                     return None;
                 }
-                let pass = svc.long_poll(&req, wait).await;
-                if let Some(msg) = advance(&mut req, pass.response) {
+                let started = Instant::now();
+                let mut pass = svc.long_poll(&req, wait).await;
+                let response = std::mem::take(&mut pass.response);
+                let asked = req.clone();
+                if let Some(msg) = advance(&mut req, response) {
+                    svc.record(&asked, &pass, started);
                     return Some((Ok(msg), (svc, req)));
                 }
             }

@@ -235,7 +235,7 @@ impl Controller for ControllerService {
         // The broker's image at next_offset - 1 equals ours at that offset: skip the first
         // snapshot when it is current.
         let mut sent = req.next_offset.checked_sub(1);
-        tokio::spawn(async move {
+        crate::spawn(async move {
             let mut images = node.view().subscribe();
             loop {
                 let image = images.borrow_and_update().clone();

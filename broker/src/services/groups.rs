@@ -7,7 +7,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use keel_metadata::image::MetadataImage;
-use keel_proto::v1::consumer_client::ConsumerClient;
 use keel_proto::v1::groups_server::Groups;
 use keel_proto::v1::{self as pb, ErrorCode};
 use tonic::{Request, Response, Status};
@@ -17,7 +16,6 @@ use super::Shared;
 use crate::groups::assignor::TopicPartition;
 use crate::groups::coordinator::Coordinator;
 use crate::groups::group::{Change, Committed, Group, Heartbeat, State};
-use crate::partitions::PartitionManager;
 
 /// The header a client may name itself with.
 const CLIENT_ID_HEADER: &str = "x-keel-client-id";
@@ -31,7 +29,6 @@ const RECONCILING_HEARTBEAT_MS: i32 = 300;
 pub struct GroupsService {
     shared: Arc<Shared>,
     coordinator: Arc<Coordinator>,
-    partitions: Arc<PartitionManager>,
 }
 
 fn now_ms() -> i64 {
@@ -90,15 +87,10 @@ fn no_group_means_unknown_member(e: pb::Error) -> pb::Error {
 }
 
 impl GroupsService {
-    pub fn new(
-        shared: Arc<Shared>,
-        coordinator: Arc<Coordinator>,
-        partitions: Arc<PartitionManager>,
-    ) -> GroupsService {
+    pub fn new(shared: Arc<Shared>, coordinator: Arc<Coordinator>) -> GroupsService {
         GroupsService {
             shared,
             coordinator,
-            partitions,
         }
     }
 
@@ -283,7 +275,7 @@ impl GroupsService {
 
     async fn offsets_with_lag(&self, image: &MetadataImage, g: &Group) -> Vec<pb::GroupOffset> {
         let keys: Vec<(String, i32)> = g.offsets.keys().cloned().collect();
-        let hws = self.high_watermarks(image, &keys).await;
+        let hws = self.coordinator.high_watermarks(image, &keys).await;
         g.offsets
             .iter()
             .map(|((topic, partition), c)| {
@@ -298,64 +290,6 @@ impl GroupsService {
                 }
             })
             .collect()
-    }
-
-    /// High watermarks of partitions: from this broker for those it leads, from their
-    /// leaders (Consumer.ListOffsets, LATEST) for the others.
-    async fn high_watermarks(
-        &self,
-        image: &MetadataImage,
-        keys: &[(String, i32)],
-    ) -> BTreeMap<(String, i32), i64> {
-        let mut out = BTreeMap::new();
-        let mut remote: BTreeMap<String, BTreeMap<String, Vec<i32>>> = BTreeMap::new();
-        for (topic, p) in keys {
-            match self.partitions.leader_of(image, topic, *p) {
-                Ok(local) => {
-                    out.insert((topic.clone(), *p), local.high_watermark());
-                }
-                Err(crate::partitions::PartitionError::NotLeader {
-                    endpoint: Some(addr),
-                    ..
-                }) => remote
-                    .entry(addr)
-                    .or_default()
-                    .entry(topic.clone())
-                    .or_default()
-                    .push(*p),
-                Err(_) => {}
-            }
-        }
-        for (addr, topics) in remote {
-            let req = pb::ListOffsetsRequest {
-                isolation_level: pb::IsolationLevel::ReadUncommitted as i32,
-                topics: topics
-                    .into_iter()
-                    .map(|(topic, ps)| pb::ListOffsetsTopic {
-                        topic,
-                        partitions: ps
-                            .into_iter()
-                            .map(|partition| pb::ListOffsetsPartition {
-                                partition,
-                                spec: pb::OffsetSpec::Latest as i32,
-                                ..Default::default()
-                            })
-                            .collect(),
-                    })
-                    .collect(),
-            };
-            let answer = ConsumerClient::new(self.shared.channel(&addr))
-                .list_offsets(req)
-                .await;
-            for t in answer.map(|r| r.into_inner().topics).unwrap_or_default() {
-                for p in t.partitions.iter().filter(|p| p.error.is_none()) {
-                    if let Some(o) = p.offset {
-                        out.insert((t.topic.clone(), p.partition), o);
-                    }
-                }
-            }
-        }
-        out
     }
 }
 

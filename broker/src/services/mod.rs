@@ -32,13 +32,16 @@ pub mod replication;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicI32, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use keel_metadata::node::ControllerNode;
 use keel_metadata::store::MetadataView;
 use keel_proto::v1::{Error, ErrorCode};
 use tonic::transport::{Channel, Endpoint};
+
+use crate::metrics::Metrics;
+use crate::topic_defaults::TopicDefaults;
 
 /// The request header that marks a forwarded request.
 pub const FORWARDED: &str = "keel-forwarded";
@@ -62,6 +65,11 @@ pub fn with_offset<R>(body: R, offset: u64) -> tonic::Response<R> {
 pub struct Shared {
     /// This node's id.
     pub node_id: u32,
+    /// The node's metrics (the services count produce and fetch requests).
+    pub metrics: Arc<Metrics>,
+    /// Defaults for new topics, applied when this node is the active controller, and
+    /// whether unknown topics are created on first use.
+    pub topic_defaults: TopicDefaults,
     /// The controller role, when this node has it.
     pub controller: Option<ControllerNode>,
     /// The metadata image this node has applied.
@@ -91,9 +99,13 @@ impl Shared {
         controller: Option<ControllerNode>,
         view: MetadataView,
         voters: BTreeMap<u32, String>,
+        metrics: Arc<Metrics>,
+        topic_defaults: TopicDefaults,
     ) -> Shared {
         Shared {
             node_id,
+            metrics,
+            topic_defaults,
             controller,
             view,
             voters,
@@ -151,6 +163,20 @@ impl Shared {
         convert::not_controller(leader)
     }
 
+    /// Waits (best effort, up to 5 s) until this node has applied the metadata offset an
+    /// answer of the active controller reports in [`METADATA_OFFSET`], so that what it wrote
+    /// is visible here next.
+    pub async fn catch_up_with(&self, answer: &tonic::metadata::MetadataMap) {
+        let offset = answer
+            .get(METADATA_OFFSET)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        if let Some(offset) = offset {
+            // A slow follower still answers, just without the guarantee.
+            let mut view = self.view.clone();
+            let _ = view.wait_for_offset(offset, Duration::from_secs(5)).await;
+        }
+    }
+
     /// A channel to `addr` (`host:port`), connected lazily and reused.
     pub fn channel(&self, addr: &str) -> Channel {
         let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
@@ -189,15 +215,7 @@ pub async fn forward<T: Clone, R>(
             .insert(FORWARDED, tonic::metadata::MetadataValue::from_static("1"));
         match call(shared.channel(addr), req).await {
             Ok(resp) => {
-                let offset = resp
-                    .metadata()
-                    .get(METADATA_OFFSET)
-                    .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-                if let Some(offset) = offset {
-                    // Best effort: a slow follower still answers, just without the guarantee.
-                    let mut view = shared.view.clone();
-                    let _ = view.wait_for_offset(offset, Duration::from_secs(5)).await;
-                }
+                shared.catch_up_with(resp.metadata()).await;
                 return Ok(resp.into_inner());
             }
             Err(status) => {

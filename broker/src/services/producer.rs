@@ -10,6 +10,12 @@
 //! Idempotent producers: the sequence check and the append are one step under the
 //! partition's log lock (`Log::append`); a duplicate is answered with its first write's base
 //! offset once that write is as durable as the request's acks ask.
+//!
+//! Each topic of a request counts once in `keel_produce_requests_total`, with the record
+//! batch bytes it appended (duplicates append nothing) and the time until its answer. With
+//! `auto_create_topics_enable`, unknown topics are created first; their partitions then
+//! answer as for any new topic (`LEADER_NOT_AVAILABLE` or `NOT_LEADER` until the leader has
+//! opened its replica, both retriable).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,6 +31,7 @@ use tonic::{Request, Response, Status};
 
 use super::records;
 use super::Shared;
+use crate::metrics::Kind;
 use crate::partitions::partition::Appended;
 use crate::partitions::{PartitionError, PartitionManager};
 use crate::producer_ids::ProducerIds;
@@ -81,18 +88,40 @@ impl ProducerService {
         t: pb::TopicProduceData,
         acks: AckMode,
         deadline: Instant,
+        not_created: Option<&pb::Error>,
     ) -> pb::TopicProduceResponse {
-        let results = t.partitions.into_iter().map(|p| {
+        let started = Instant::now();
+        let topic = t.topic.as_str();
+        if let Some(e) = not_created.filter(|_| image.topic_by_name(topic).is_none()) {
+            let partitions = t.partitions.iter().map(|p| pb::PartitionProduceResponse {
+                partition: p.partition,
+                error: Some(e.clone()),
+                ..Default::default()
+            });
+            return pb::TopicProduceResponse {
+                topic: t.topic.clone(),
+                partitions: partitions.collect(),
+            };
+        }
+        let results = t.partitions.into_iter().map(|p| async move {
             let index = p.partition;
-            let topic = t.topic.as_str();
-            async move {
-                let outcome = self
-                    .produce_partition(image, topic, p, acks, deadline)
-                    .await;
-                partition_response(index, acks, outcome)
-            }
+            let outcome = self
+                .produce_partition(image, topic, p, acks, deadline)
+                .await;
+            let bytes = outcome.as_ref().map_or(0, |p| p.bytes);
+            (partition_response(topic, index, acks, outcome), bytes)
         });
-        let partitions = futures_util::future::join_all(results).await;
+        let (partitions, bytes): (Vec<_>, Vec<u64>) = futures_util::future::join_all(results)
+            .await
+            .into_iter()
+            .unzip();
+        self.shared.metrics.requests.record(
+            image,
+            Kind::Produce,
+            topic,
+            bytes.iter().sum(),
+            started.elapsed(),
+        );
         pb::TopicProduceResponse {
             topic: t.topic.clone(),
             partitions,
@@ -106,7 +135,7 @@ impl ProducerService {
         data: pb::PartitionProduceData,
         acks: AckMode,
         deadline: Instant,
-    ) -> Result<(Appended, Option<i64>), PartitionError> {
+    ) -> Result<Produced, PartitionError> {
         let partition = self.partitions.leader_of(image, topic, data.partition)?;
         let role = partition.role();
         let now = now_ms();
@@ -132,6 +161,7 @@ impl ProducerService {
                 min: settings.min_insync_replicas,
             });
         }
+        let size: u64 = batches.iter().map(|b| b.len() as u64).sum();
         let appended = append_in_order(&partition, batches, self.partitions.appended()).await?;
         if acks == AckMode::All {
             let durable = async {
@@ -147,9 +177,20 @@ impl ProducerService {
                 .await
                 .map_err(|_| PartitionError::TimedOut)??;
         }
-        let append_time = settings.log_append_time.then_some(now);
-        Ok((appended, append_time))
+        Ok(Produced {
+            appended,
+            log_append_time: settings.log_append_time.then_some(now),
+            bytes: if appended.duplicate { 0 } else { size },
+        })
     }
+}
+
+/// What one partition of a produce did.
+struct Produced {
+    appended: Appended,
+    log_append_time: Option<i64>,
+    /// Record batch bytes appended (0 for a duplicate).
+    bytes: u64,
 }
 
 /// How long an idempotent batch that arrived ahead of its predecessor waits for it.
@@ -188,28 +229,29 @@ async fn append(
     batches: Vec<Bytes>,
 ) -> Result<Appended, PartitionError> {
     let p = partition.clone();
-    tokio::task::spawn_blocking(move || p.append(&batches))
+    crate::spawn_blocking(move || p.append(&batches))
         .await
         .map_err(|_| PartitionError::LeaderNotAvailable)?
 }
 
 fn partition_response(
+    topic: &str,
     partition: i32,
     acks: AckMode,
-    outcome: Result<(Appended, Option<i64>), PartitionError>,
+    outcome: Result<Produced, PartitionError>,
 ) -> pb::PartitionProduceResponse {
     match outcome {
-        Ok((appended, log_append_time)) => pb::PartitionProduceResponse {
+        Ok(p) => pb::PartitionProduceResponse {
             partition,
             error: None,
-            base_offset: (acks != AckMode::None).then_some(appended.base_offset),
-            log_append_time,
-            log_start_offset: appended.log_start,
+            base_offset: (acks != AckMode::None).then_some(p.appended.base_offset),
+            log_append_time: p.log_append_time,
+            log_start_offset: p.appended.log_start,
             record_errors: vec![],
         },
         Err(e) => {
             if let PartitionError::Storage(s) = &e {
-                tracing::error!(partition, error = %s, "produce failed in storage");
+                tracing::error!(%topic, partition, error = %s, "produce failed in storage");
             }
             pb::PartitionProduceResponse {
                 partition,
@@ -242,11 +284,13 @@ impl Producer for ProducerService {
             _ => DEFAULT_TIMEOUT,
         };
         let deadline = Instant::now() + timeout;
+        let names: Vec<String> = req.topics.iter().map(|t| t.topic.clone()).collect();
+        let not_created = super::cluster::auto_create(&self.shared, &names).await;
         let image = self.shared.view.current();
-        let topics = req
-            .topics
-            .into_iter()
-            .map(|t| self.produce_topic(&image, t, acks, deadline));
+        let topics = req.topics.into_iter().map(|t| {
+            let failed = not_created.get(&t.topic);
+            self.produce_topic(&image, t, acks, deadline, failed)
+        });
         let topics = futures_util::future::join_all(topics).await;
         Ok(Response::new(pb::ProduceResponse {
             error: None,

@@ -83,7 +83,7 @@ impl ReplicationService {
         req: Arc<pb::ReplicaFetchRequest>,
     ) -> (pb::ReplicaFetchResponse, usize) {
         let partitions = self.partitions.clone();
-        let served = tokio::task::spawn_blocking(move || serve_all(&partitions, &req)).await;
+        let served = crate::spawn_blocking(move || serve_all(&partitions, &req)).await;
         served.unwrap_or_else(|_| {
             let e = pb::Error::new(ErrorCode::UnknownServerError, "replica fetch panicked");
             (
@@ -238,7 +238,7 @@ impl Replication for ReplicationService {
         let svc = self.clone();
         // The stream's task ends with the stream: when the follower closes it, when the answer
         // cannot be sent, or when the node stops.
-        tokio::spawn(async move { svc.serve_stream(inbound, tx).await });
+        crate::spawn(async move { svc.serve_stream(inbound, tx).await });
         Ok(Response::new(Box::pin(
             tokio_stream::wrappers::ReceiverStream::new(rx),
         )))

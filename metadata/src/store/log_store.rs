@@ -7,10 +7,13 @@
 //!
 //! # Layout
 //! - [`LogStore`] — `RaftLogReader` + `RaftLogStorage`;
+//! - [`CommitIndex`] — the last committed index openraft saved, for metrics (openraft 0.9's
+//!   `RaftMetrics` has no commit index; every commit passes through `save_committed`);
 //! - key helpers: a log index is its 8 big-endian bytes, so RocksDB's key order is log order.
 
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use openraft::storage::{LogFlushed, LogState, RaftLogReader, RaftLogStorage};
@@ -33,16 +36,48 @@ fn key_index(key: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(key.try_into().ok()?))
 }
 
+/// The Raft log index this node last learned is committed (on the leader and on followers),
+/// as openraft saved it through `save_committed`. Cheap to clone; clones share the value.
+#[derive(Clone, Debug, Default)]
+pub struct CommitIndex(Arc<AtomicU64>);
+
+impl CommitIndex {
+    /// The committed index, `None` before anything is committed.
+    pub fn get(&self) -> Option<u64> {
+        // Stored as index + 1 so that 0 means "nothing yet" (index 0 is a real entry).
+        self.0.load(Ordering::Relaxed).checked_sub(1)
+    }
+
+    fn set(&self, committed: Option<&LogId<NodeId>>) {
+        let v = committed.map_or(0, |l| l.index.saturating_add(1));
+        self.0.fetch_max(v, Ordering::Relaxed);
+    }
+}
+
 /// The metadata Raft log. Cheap to clone: clones share the database (openraft hands clones to
 /// its replication tasks as log readers).
 #[derive(Clone)]
 pub struct LogStore {
     db: Arc<DB>,
+    committed: CommitIndex,
 }
 
 impl LogStore {
     pub(crate) fn new(db: Arc<DB>) -> Self {
-        Self { db }
+        let store = Self {
+            db,
+            committed: CommitIndex::default(),
+        };
+        // What an earlier run committed, until openraft commits more.
+        if let Ok(Some(Some(committed))) = store.get_json::<Option<LogId<NodeId>>>(KEY_COMMITTED) {
+            store.committed.set(Some(&committed));
+        }
+        store
+    }
+
+    /// The committed index as it moves.
+    pub fn commit_index(&self) -> CommitIndex {
+        self.committed.clone()
     }
 
     fn get_json<T: DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StorageError<NodeId>> {
@@ -156,7 +191,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         committed: Option<LogId<NodeId>>,
     ) -> Result<(), StorageError<NodeId>> {
         self.put_raft(KEY_COMMITTED, &committed, StorageIOError::write)
-            .await
+            .await?;
+        self.committed.set(committed.as_ref());
+        Ok(())
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId<NodeId>>, StorageError<NodeId>> {

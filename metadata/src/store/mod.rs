@@ -41,7 +41,7 @@ use openraft::{AnyError, StorageError, StorageIOError};
 use rocksdb::{ColumnFamilyDescriptor, Options, DB};
 use serde::{Deserialize, Serialize};
 
-pub use log_store::LogStore;
+pub use log_store::{CommitIndex, LogStore};
 pub use state_machine::{MetadataView, SnapshotBuilder, StateMachine, ViewError};
 
 use crate::image::ApplyError;
@@ -157,6 +157,8 @@ pub struct MetadataNode {
     pub raft: MetadataRaft,
     /// The applied image, updated after every applied batch.
     pub view: MetadataView,
+    /// The committed log index as this node learns it.
+    pub commit_index: CommitIndex,
 }
 
 /// Opens the metadata store in `dir` and starts Raft node `id` on it with `network`.
@@ -173,8 +175,13 @@ where
     let config = Arc::new(config.validate()?);
     let (log, sm) = open(dir)?;
     let view = sm.view();
+    let commit_index = log.commit_index();
     let raft = openraft::Raft::new(id, config, network, log, sm).await?;
-    Ok(MetadataNode { raft, view })
+    Ok(MetadataNode {
+        raft,
+        view,
+        commit_index,
+    })
 }
 
 pub(crate) fn cf<'a>(db: &'a DB, name: &str) -> &'a rocksdb::ColumnFamily {

@@ -74,12 +74,16 @@ async fn purge_and_committed_survive_reopen() {
     let committed = Some(LogId::new(CommittedLeaderId::new(1, 1), 3));
     {
         let (mut log, _sm) = open(dir.path()).unwrap();
+        let index = log.commit_index();
+        assert_eq!(index.get(), None, "nothing committed yet");
         log.save_committed(committed).await.unwrap();
+        assert_eq!(index.get(), Some(3), "the handle follows save_committed");
         log.purge(LogId::new(CommittedLeaderId::new(1, 1), 1))
             .await
             .unwrap();
     }
     let (mut log, _sm) = open(dir.path()).unwrap();
+    assert_eq!(log.commit_index().get(), Some(3), "loaded at open");
     assert_eq!(log.read_committed().await.unwrap(), committed);
     let st = log.get_log_state().await.unwrap();
     assert_eq!(st.last_purged_log_id.map(|l| l.index), Some(1));

@@ -155,7 +155,8 @@ impl Partition {
                 let to = truncation_offset(log, epoch, end_offset);
                 let from = log.log_end_offset();
                 let new_end = log.truncate_to(to)?;
-                tracing::info!(log = %log.name(), from, to = new_end, diverging_epoch = epoch,
+                tracing::info!(topic = %self.topic, partition = self.index, log = %log.name(),
+                    from, to = new_end, diverging_epoch = epoch,
                     "follower log truncated to the leader's");
                 (false, high_watermark)
             }
@@ -163,7 +164,8 @@ impl Partition {
                 log_start,
                 high_watermark,
             } => {
-                tracing::warn!(log = %log.name(), log_end = log.log_end_offset(), leader_log_start = log_start,
+                tracing::warn!(topic = %self.topic, partition = self.index, log = %log.name(),
+                    log_end = log.log_end_offset(), leader_log_start = log_start,
                     "fetch offset outside the leader's log; starting over at the leader's log start");
                 log.truncate_fully_and_start_at(log_start)?;
                 (false, high_watermark)
@@ -242,7 +244,8 @@ impl Partition {
         let hw = self.high_watermark();
         if let Some(log) = self.log_mut().as_mut() {
             if let Err(e) = log.checkpoint_high_watermark(hw) {
-                tracing::warn!(log = %log.name(), error = %e, "high watermark not checkpointed");
+                tracing::warn!(topic = %self.topic, partition = self.index, log = %log.name(),
+                    error = %e, "high watermark not checkpointed");
             }
         }
     }

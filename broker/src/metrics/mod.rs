@@ -1,17 +1,30 @@
 //! The node's Prometheus metrics, served as text on `/metrics` of the HTTP listener.
 //!
-//! Counters of events (ISR shrinks and expands) live in a registry for the whole run. Gauges
-//! of state (per partition: high watermark, log end, unflushed bytes, leadership, ISR size;
-//! per node: under-replicated and offline partitions, the active controller, Raft term and
-//! indexes, resident memory) are computed at each scrape from the partition manager and the
-//! metadata image, so they never go stale and cost nothing between scrapes.
+//! Counters of events (ISR shrinks and expands, produce and fetch requests and bytes, request
+//! latency histograms) live in a registry for the whole run. Gauges of state (per partition:
+//! high watermark, log end, unflushed bytes, leadership, ISR size; per node: under-replicated
+//! and offline partitions, the active controller, Raft term, commit and applied indexes,
+//! resident memory; per group: committed offsets and lag) are computed at each scrape from the
+//! partition manager, the metadata image and the group coordinator, so they never go stale
+//! and cost nothing between scrapes. So is the leader-election counter, which the partition
+//! manager keeps as a plain number.
+//!
+//! # Layout
+//! - this file: [`Metrics`] (the run's registry), [`Sources`] (what a scrape reads) and the
+//!   scrape-time gauges;
+//! - [`requests`]: produce and fetch metrics per topic, with bounded cardinality.
+
+pub mod requests;
 
 use std::sync::Arc;
 
+use keel_metadata::store::CommitIndex;
 use prometheus::{Encoder, IntCounter, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
 
+use crate::groups::coordinator::{Coordinator, GroupLag};
 use crate::partitions::PartitionManager;
 use crate::services::Shared;
+pub use requests::{Kind, Requests};
 
 /// Counters the node increments as things happen.
 pub struct Metrics {
@@ -20,6 +33,8 @@ pub struct Metrics {
     pub isr_shrinks: IntCounter,
     /// ISR changes this node got committed that added members.
     pub isr_expands: IntCounter,
+    /// Produce and fetch requests, bytes and latency per topic.
+    pub requests: Requests,
 }
 
 impl Default for Metrics {
@@ -38,6 +53,7 @@ impl Default for Metrics {
                 "ISR changes that removed replicas",
             ),
             isr_expands: counter("keel_isr_expands_total", "ISR changes that added replicas"),
+            requests: Requests::new(&registry),
             registry,
         }
     }
@@ -49,14 +65,25 @@ pub struct Sources {
     pub metrics: Arc<Metrics>,
     pub shared: Arc<Shared>,
     pub partitions: Option<Arc<PartitionManager>>,
+    /// The broker role's group coordinator (group lag).
+    pub coordinator: Option<Arc<Coordinator>>,
+    /// The controller role's committed Raft index.
+    pub commit_index: Option<CommitIndex>,
 }
 
 impl Sources {
     /// The Prometheus text of every metric now.
-    pub fn render(&self) -> String {
+    pub async fn render(&self) -> String {
+        let lags = match &self.coordinator {
+            Some(c) => c.lag().await,
+            None => Vec::new(),
+        };
+        self.metrics.requests.prune(&self.shared.view.current());
         let now = Registry::new();
         self.partition_gauges(&now);
         self.node_gauges(&now);
+        self.raft_gauges(&now);
+        group_gauges(&now, &lags);
         let mut families = self.metrics.registry.gather();
         families.extend(now.gather());
         let mut out = Vec::new();
@@ -144,14 +171,39 @@ impl Sources {
             "Metadata log offset this node has applied",
         )
         .set(image.offset as i64);
-        if let Some(c) = &self.shared.controller {
-            let m = c.raft().metrics().borrow().clone();
+        gauge(
+            r,
+            "keel_active_controller",
+            "1 when this node is the active controller, else 0",
+        )
+        .set(i64::from(
+            self.shared
+                .controller
+                .as_ref()
+                .is_some_and(|c| c.is_active()),
+        ));
+        if let Some(p) = &self.partitions {
+            let elections = IntCounter::new(
+                "keel_leader_elections_total",
+                "Times a partition hosted here got a new leader epoch with a leader, as this broker saw it",
+            )
+            .expect("valid counter");
+            elections.inc_by(p.leader_changes());
+            r.register(Box::new(elections)).expect("registered once");
+        }
+        if let Some(rss) = resident_bytes() {
             gauge(
                 r,
-                "keel_active_controller",
-                "1 when this node is the active controller",
+                "keel_process_resident_memory_bytes",
+                "Resident memory of keeld",
             )
-            .set(i64::from(c.is_active()));
+            .set(rss);
+        }
+    }
+
+    fn raft_gauges(&self, r: &Registry) {
+        if let Some(c) = &self.shared.controller {
+            let m = c.raft().metrics().borrow().clone();
             gauge(r, "keel_raft_term", "Current Raft term").set(m.current_term as i64);
             let index = |id: Option<openraft::LogId<u64>>| id.map_or(0, |l| l.index as i64);
             let last = m.last_log_index.unwrap_or(0) as i64;
@@ -165,13 +217,40 @@ impl Sources {
             .set(applied);
             gauge(r, "keel_raft_apply_lag", "Log entries not yet applied").set(last - applied);
         }
-        if let Some(rss) = resident_bytes() {
+        if let Some(committed) = self.commit_index.as_ref().and_then(CommitIndex::get) {
             gauge(
                 r,
-                "keel_process_resident_memory_bytes",
-                "Resident memory of keeld",
+                "keel_raft_commit_index",
+                "Last Raft log index this node knows is committed",
             )
-            .set(rss);
+            .set(committed as i64);
+        }
+    }
+}
+
+/// Committed offsets and lag of the groups this broker coordinates.
+fn group_gauges(r: &Registry, lags: &[GroupLag]) {
+    let labels = ["group", "topic", "partition"];
+    let vec = |name: &str, help: &str| {
+        let g = IntGaugeVec::new(Opts::new(name, help), &labels).expect("valid gauge");
+        r.register(Box::new(g.clone())).expect("registered once");
+        g
+    };
+    let committed = vec(
+        "keel_consumer_group_committed_offset",
+        "Committed offset of a group in a partition (groups coordinated here)",
+    );
+    let lag = vec(
+        "keel_consumer_group_lag",
+        "High watermark minus the committed offset (groups coordinated here)",
+    );
+    for l in lags {
+        let index = l.partition.to_string();
+        let labels = [l.group.as_str(), l.topic.as_str(), index.as_str()];
+        committed.with_label_values(&labels).set(l.committed);
+        if let Some(hw) = l.high_watermark {
+            lag.with_label_values(&labels)
+                .set((hw - l.committed).max(0));
         }
     }
 }
