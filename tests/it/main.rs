@@ -16,3 +16,4 @@ mod t30_faults;
 mod t50_storage_crash;
 mod t60_topic_defaults;
 mod t61_deploy_manifests;
+mod t62_local_cluster;
