@@ -30,7 +30,6 @@ use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 use crate::groups::CoordinatorLink;
-use crate::pb_conv::api_error;
 use crate::{
     AdminClient, Consumer, ConsumerOptions, ConsumerRecord, Error, ErrorCode, Position,
     TopicPartition,
@@ -360,88 +359,21 @@ impl GroupConsumer {
 }
 
 async fn commit(inner: &Inner, offsets: &[(TopicPartition, i64)]) -> Result<(), Error> {
-    let mut topics: BTreeMap<String, Vec<pb::OffsetCommitPartition>> = BTreeMap::new();
-    for (tp, offset) in offsets {
-        topics
-            .entry(tp.topic.clone())
-            .or_default()
-            .push(pb::OffsetCommitPartition {
-                partition: tp.partition,
-                committed_offset: *offset,
-                ..Default::default()
-            });
-    }
     let (member_id, member_epoch) = {
         let m = inner.member();
         (m.member_id.clone(), m.epoch)
     };
-    let request = pb::OffsetCommitRequest {
-        group_id: inner.options.group_id.clone(),
-        member_id,
-        member_epoch,
-        topics: topics
-            .into_iter()
-            .map(|(topic, partitions)| pb::OffsetCommitTopic { topic, partitions })
-            .collect(),
-    };
-    let r = inner
+    inner
         .link
-        .call(&inner.admin, "Groups.OffsetCommit", |mut rpc| {
-            let request = request.clone();
-            async move { rpc.offset_commit(request).await }
-        })
-        .await?;
-    for p in r.topics.into_iter().flat_map(|t| t.partitions) {
-        if let Some(e) = api_error(p.error) {
-            return Err(Error::Api(e));
-        }
-    }
-    Ok(())
+        .commit(&inner.admin, &member_id, member_epoch, offsets)
+        .await
 }
 
 async fn fetch_committed(
     inner: &Inner,
     tps: &[TopicPartition],
 ) -> Result<Vec<(TopicPartition, i64)>, Error> {
-    let mut by_topic: BTreeMap<String, Vec<i32>> = BTreeMap::new();
-    for tp in tps {
-        by_topic
-            .entry(tp.topic.clone())
-            .or_default()
-            .push(tp.partition);
-    }
-    let request = pb::OffsetFetchRequest {
-        group_id: inner.options.group_id.clone(),
-        member_id: String::new(),
-        member_epoch: -1,
-        partitions: by_topic
-            .into_iter()
-            .map(|(topic, partitions)| pb::TopicPartitions {
-                topic,
-                partitions,
-                ..Default::default()
-            })
-            .collect(),
-    };
-    let r = inner
-        .link
-        .call(&inner.admin, "Groups.OffsetFetch", |mut rpc| {
-            let request = request.clone();
-            async move { rpc.offset_fetch(request).await }
-        })
-        .await?;
-    Ok(r.topics
-        .into_iter()
-        .flat_map(|t| {
-            let topic = t.topic;
-            t.partitions.into_iter().filter_map(move |p| {
-                Some((
-                    TopicPartition::new(topic.clone(), p.partition),
-                    p.committed_offset?,
-                ))
-            })
-        })
-        .collect())
+    inner.link.committed(&inner.admin, tps).await
 }
 
 /// The heartbeat loop of one member (see the module doc).

@@ -248,6 +248,95 @@ impl CoordinatorLink {
     }
 }
 
+impl CoordinatorLink {
+    /// Commits `offsets` as member `member_id` at `member_epoch` (empty and -1: the admin
+    /// form); fails with the request's error or the first partition's.
+    pub async fn commit(
+        &self,
+        admin: &AdminClient,
+        member_id: &str,
+        member_epoch: i32,
+        offsets: &[(TopicPartition, i64)],
+    ) -> Result<(), Error> {
+        let mut topics: BTreeMap<String, Vec<pb::OffsetCommitPartition>> = BTreeMap::new();
+        for (tp, offset) in offsets {
+            topics
+                .entry(tp.topic.clone())
+                .or_default()
+                .push(pb::OffsetCommitPartition {
+                    partition: tp.partition,
+                    committed_offset: *offset,
+                    ..Default::default()
+                });
+        }
+        let request = pb::OffsetCommitRequest {
+            group_id: self.group_id.clone(),
+            member_id: member_id.to_owned(),
+            member_epoch,
+            topics: topics
+                .into_iter()
+                .map(|(topic, partitions)| pb::OffsetCommitTopic { topic, partitions })
+                .collect(),
+        };
+        let r = self
+            .call(admin, "Groups.OffsetCommit", |mut rpc| {
+                let request = request.clone();
+                async move { rpc.offset_commit(request).await }
+            })
+            .await?;
+        for p in r.topics.into_iter().flat_map(|t| t.partitions) {
+            group_error(p.error)?;
+        }
+        Ok(())
+    }
+
+    /// The group's committed offsets of `tps` (every committed partition when empty).
+    pub async fn committed(
+        &self,
+        admin: &AdminClient,
+        tps: &[TopicPartition],
+    ) -> Result<Vec<(TopicPartition, i64)>, Error> {
+        let mut by_topic: BTreeMap<String, Vec<i32>> = BTreeMap::new();
+        for tp in tps {
+            by_topic
+                .entry(tp.topic.clone())
+                .or_default()
+                .push(tp.partition);
+        }
+        let request = pb::OffsetFetchRequest {
+            group_id: self.group_id.clone(),
+            member_id: String::new(),
+            member_epoch: -1,
+            partitions: by_topic
+                .into_iter()
+                .map(|(topic, partitions)| pb::TopicPartitions {
+                    topic,
+                    partitions,
+                    ..Default::default()
+                })
+                .collect(),
+        };
+        let r = self
+            .call(admin, "Groups.OffsetFetch", |mut rpc| {
+                let request = request.clone();
+                async move { rpc.offset_fetch(request).await }
+            })
+            .await?;
+        Ok(r.topics
+            .into_iter()
+            .flat_map(|t| {
+                let topic = t.topic;
+                t.partitions.into_iter().filter_map(move |p| {
+                    Some((
+                        TopicPartition::new(topic.clone(), p.partition),
+                        p.committed_offset?,
+                    ))
+                })
+            })
+            .collect())
+    }
+}
+
 /// The error of a per-group result, as an `Error`.
 fn group_error(e: Option<pb::Error>) -> Result<(), Error> {
     match api_error(e) {
@@ -361,65 +450,14 @@ impl AdminClient {
         group_id: &str,
         offsets: &[(TopicPartition, i64)],
     ) -> Result<(), Error> {
-        let mut topics: BTreeMap<String, Vec<pb::OffsetCommitPartition>> = BTreeMap::new();
-        for (tp, offset) in offsets {
-            topics
-                .entry(tp.topic.clone())
-                .or_default()
-                .push(pb::OffsetCommitPartition {
-                    partition: tp.partition,
-                    committed_offset: *offset,
-                    ..Default::default()
-                });
-        }
-        let request = pb::OffsetCommitRequest {
-            group_id: group_id.to_owned(),
-            member_id: String::new(),
-            member_epoch: -1,
-            topics: topics
-                .into_iter()
-                .map(|(topic, partitions)| pb::OffsetCommitTopic { topic, partitions })
-                .collect(),
-        };
-        let link = CoordinatorLink::new(group_id);
-        let r = link
-            .call(self, "Groups.OffsetCommit", |mut rpc| {
-                let request = request.clone();
-                async move { rpc.offset_commit(request).await }
-            })
-            .await?;
-        for p in r.topics.into_iter().flat_map(|t| t.partitions) {
-            group_error(p.error)?;
-        }
-        Ok(())
+        CoordinatorLink::new(group_id)
+            .commit(self, "", -1, offsets)
+            .await
     }
 
     /// The committed offsets of a group, by partition.
     pub async fn group_offsets(&self, group_id: &str) -> Result<Vec<(TopicPartition, i64)>, Error> {
-        let link = CoordinatorLink::new(group_id);
-        let request = pb::OffsetFetchRequest {
-            group_id: group_id.to_owned(),
-            member_epoch: -1,
-            ..Default::default()
-        };
-        let r = link
-            .call(self, "Groups.OffsetFetch", |mut rpc| {
-                let request = request.clone();
-                async move { rpc.offset_fetch(request).await }
-            })
-            .await?;
-        Ok(r.topics
-            .into_iter()
-            .flat_map(|t| {
-                let topic = t.topic;
-                t.partitions.into_iter().filter_map(move |p| {
-                    Some((
-                        TopicPartition::new(topic.clone(), p.partition),
-                        p.committed_offset?,
-                    ))
-                })
-            })
-            .collect())
+        CoordinatorLink::new(group_id).committed(self, &[]).await
     }
 
     /// A request about one group whose answer carries a per-group error: retried at the
