@@ -477,6 +477,12 @@ async fn reset_offsets_through_the_cli_restarts_reading_where_asked() {
         ));
         out.lines().map(str::to_owned).collect::<Vec<_>>()
     };
+    let reset_command = |how: &[&str]| {
+        let mut args = vec!["group", "reset-offsets", "auditors", "--topic", "audit"];
+        args.extend_from_slice(how);
+        keel(&c, &args)
+    };
+    let reset = |how: &[&str]| run_ok(&mut reset_command(how));
     assert_eq!(read_all("120").len(), 120);
     // Committed: a second run finds nothing new.
     assert!(read_all("120").is_empty());
@@ -486,48 +492,15 @@ async fn reset_offsets_through_the_cli_restarts_reading_where_asked() {
     assert!(described.contains("HIGH WATERMARK"), "{described}");
 
     // A dry run changes nothing.
-    let dry = run_ok(&mut keel(
-        &c,
-        &[
-            "group",
-            "reset-offsets",
-            "auditors",
-            "--topic",
-            "audit",
-            "--to-earliest",
-        ],
-    ));
+    let dry = reset(&["--to-earliest"]);
     assert!(dry.contains("dry run"), "{dry}");
     assert!(read_all("120").is_empty());
-    run_ok(&mut keel(
-        &c,
-        &[
-            "group",
-            "reset-offsets",
-            "auditors",
-            "--topic",
-            "audit",
-            "--to-earliest",
-            "--execute",
-        ],
-    ));
+    reset(&["--to-earliest", "--execute"]);
     let again = read_all("120");
     assert_eq!(again.len(), 120, "read again from the start");
 
     // To an offset: every partition restarts there (or at its end when shorter).
-    run_ok(&mut keel(
-        &c,
-        &[
-            "group",
-            "reset-offsets",
-            "auditors",
-            "--topic",
-            "audit",
-            "--to-offset",
-            "10",
-            "--execute",
-        ],
-    ));
+    reset(&["--to-offset", "10", "--execute"]);
     let offsets = admin.group_offsets("auditors").await.unwrap();
     let ends = keel_client::Consumer::connect(&bootstrap(&c), Default::default())
         .await
@@ -551,20 +524,9 @@ async fn reset_offsets_through_the_cli_restarts_reading_where_asked() {
         &std::env::temp_dir().join("keel-t24-member"),
     );
     wait_stable(&admin, "auditors", 1).await;
-    let refused = keel(
-        &c,
-        &[
-            "group",
-            "reset-offsets",
-            "auditors",
-            "--topic",
-            "audit",
-            "--to-latest",
-            "--execute",
-        ],
-    )
-    .output()
-    .unwrap();
+    let refused = reset_command(&["--to-latest", "--execute"])
+        .output()
+        .unwrap();
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("active member"));
     let refused = keel(&c, &["group", "delete", "auditors"]).output().unwrap();

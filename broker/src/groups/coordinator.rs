@@ -219,7 +219,15 @@ impl Coordinator {
         let shards: Vec<Arc<Shard>> = self.shards().values().cloned().collect();
         let now = now_ms();
         for shard in shards.iter().filter(|s| s.loaded.load(Ordering::Acquire)) {
-            let ids: Vec<String> = shard.groups.lock().await.keys().cloned().collect();
+            // Only groups with a member to remove are copied and written.
+            let ids: Vec<String> = shard
+                .groups
+                .lock()
+                .await
+                .values()
+                .filter(|g| !g.expired(now).is_empty())
+                .map(|g| g.id.clone())
+                .collect();
             for id in ids {
                 let outcome = self
                     .write(shard, &id, false, |g| {

@@ -451,8 +451,17 @@ impl Group {
     /// Removes members whose session expired or who took longer than their rebalance
     /// timeout to release partitions. Returns the removed member ids.
     pub fn expire(&mut self, now_ms: i64, changes: &mut Vec<Change>) -> Vec<String> {
-        let expired: Vec<String> = self
-            .members
+        let expired = self.expired(now_ms);
+        for id in &expired {
+            self.remove_member(id, changes);
+        }
+        expired
+    }
+
+    /// Members whose session expired or who took longer than their rebalance timeout to
+    /// release partitions, at `now_ms`.
+    pub fn expired(&self, now_ms: i64) -> Vec<String> {
+        self.members
             .values()
             .filter(|m| {
                 m.session_deadline_ms < now_ms
@@ -460,11 +469,7 @@ impl Group {
                         .is_some_and(|t| t + i64::from(m.rebalance_timeout_ms) < now_ms)
             })
             .map(|m| m.id.clone())
-            .collect();
-        for id in &expired {
-            self.remove_member(id, changes);
-        }
-        expired
+            .collect()
     }
 
     /// Restarts every member's session clock (after a coordinator loaded the group).
