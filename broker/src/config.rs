@@ -11,7 +11,9 @@
 //! `offsets_topic_replication_factor`, `offsets_snapshot_bytes`; cluster defaults for new
 //! topics (applied by the active controller, see [`crate::topic_defaults`]):
 //! `num_partitions`, `default_replication_factor`, `min_insync_replicas`,
-//! `log_retention_ms`, `log_segment_bytes`, `auto_create_topics_enable`.
+//! `log_retention_ms`, `log_segment_bytes`, `auto_create_topics_enable`; replica moves and
+//! leader balance: `reassignment_throttle_bytes_per_sec`, `auto_leader_rebalance_enable`,
+//! `leader_imbalance_check_interval_ms`, `leader_imbalance_per_broker_percentage`.
 //!
 //! Library code never reads the environment: the binary hands [`Config::load`] the environment
 //! provider ([`Config::env`]), and tests hand it whatever they like.
@@ -27,7 +29,7 @@ use figment::{Figment, Provider};
 use serde::{Deserialize, Serialize};
 
 /// Every key of the config, as written in TOML (and, upper-cased, after `KEEL_`).
-pub const KEYS: [&str; 24] = [
+pub const KEYS: [&str; 28] = [
     "node_id",
     "roles",
     "listen",
@@ -52,6 +54,10 @@ pub const KEYS: [&str; 24] = [
     "log_retention_ms",
     "log_segment_bytes",
     "auto_create_topics_enable",
+    "reassignment_throttle_bytes_per_sec",
+    "auto_leader_rebalance_enable",
+    "leader_imbalance_check_interval_ms",
+    "leader_imbalance_per_broker_percentage",
 ];
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -118,6 +124,17 @@ pub struct Config {
     /// Produce or metadata requests naming an unknown topic create it with the defaults
     /// above (Kafka's `auto.create.topics.enable`, but off by default).
     pub auto_create_topics_enable: bool,
+    /// Bytes per second a leader sends to all the replicas that a reassignment is adding
+    /// together (Kafka's `leader.replication.throttled.rate`); 0: unlimited.
+    pub reassignment_throttle_bytes_per_sec: u64,
+    /// The active controller gives leaderships back to preferred replicas on its own (Kafka's
+    /// `auto.leader.rebalance.enable`).
+    pub auto_leader_rebalance_enable: bool,
+    /// How often it checks (Kafka's `leader.imbalance.check.interval.seconds`, in ms).
+    pub leader_imbalance_check_interval_ms: u64,
+    /// A broker's share, in percent, of the partitions it prefers to lead that others lead,
+    /// above which they go back to it (Kafka's `leader.imbalance.per.broker.percentage`).
+    pub leader_imbalance_per_broker_percentage: u32,
 }
 
 impl Default for Config {
@@ -147,6 +164,10 @@ impl Default for Config {
             log_retention_ms: 7 * 24 * 3600 * 1000,
             log_segment_bytes: 1 << 30,
             auto_create_topics_enable: false,
+            reassignment_throttle_bytes_per_sec: 50 << 20,
+            auto_leader_rebalance_enable: true,
+            leader_imbalance_check_interval_ms: 300_000,
+            leader_imbalance_per_broker_percentage: 10,
         }
     }
 }
@@ -298,8 +319,6 @@ pub enum ConfigError {
     DuplicateVoter { id: u32 },
     #[error("controller_voters: must name at least one voter (id@host:port)")]
     NoVoters,
-    #[error("controller_voters: node {node_id} has the controller role but is not a voter")]
-    ControllerNotVoter { node_id: u32 },
     #[error("data_dir: must not be empty")]
     EmptyDataDir,
     #[error("{a} and {b} must differ, both are {addr}")]
@@ -431,11 +450,6 @@ impl Config {
         if self.controller_voters.0.is_empty() {
             return Err(ConfigError::NoVoters);
         }
-        if self.roles.is_controller() && !self.controller_voters.0.contains_key(&self.node_id) {
-            return Err(ConfigError::ControllerNotVoter {
-                node_id: self.node_id,
-            });
-        }
         let listeners = [
             ("listen", self.listen),
             ("internal_listen", self.internal_listen),
@@ -491,6 +505,20 @@ impl Config {
         }
         self.validate_groups()?;
         self.validate_topic_defaults()?;
+        check_ranges(&[
+            (
+                "leader_imbalance_check_interval_ms",
+                "1000 to 86400000",
+                self.leader_imbalance_check_interval_ms,
+                1000..=86_400_000,
+            ),
+            (
+                "leader_imbalance_per_broker_percentage",
+                "0 to 100",
+                u64::from(self.leader_imbalance_per_broker_percentage),
+                0..=100,
+            ),
+        ])?;
         if let Some(rack) = &self.rack {
             let ok = (1..=64).contains(&rack.len())
                 && rack
@@ -695,13 +723,6 @@ mod tests {
                     ..Config::dev()
                 },
                 "controller_voters",
-            ),
-            (
-                Config {
-                    node_id: 7,
-                    ..Config::dev()
-                },
-                "not a voter",
             ),
             (
                 Config {

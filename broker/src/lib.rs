@@ -179,6 +179,7 @@ impl Node {
             voters,
             metrics.clone(),
             topic_defaults::TopicDefaults::from_config(&config),
+            config.reassignment_throttle_bytes_per_sec,
         ));
         let (stop_tx, stop_rx) = watch::channel(false);
         let (status_tx, status) = watch::channel(lifecycle::Status::default());
@@ -477,6 +478,8 @@ async fn serve_client(
         let service = GroupsService::new(shared.clone(), b.coordinator.clone());
         GroupsServer::new(service).max_decoding_message_size(MAX_MESSAGE)
     });
+    let admin = AdminService::new(shared.clone())
+        .with_partitions(broker.as_ref().map(|b| b.partitions.clone()));
     let consumer = broker.map(|b| {
         ConsumerServer::new(ConsumerService::new(shared.clone(), b.partitions))
             .max_encoding_message_size(MAX_MESSAGE)
@@ -484,10 +487,7 @@ async fn serve_client(
     let span = tracing::Span::current();
     let result = tonic::transport::Server::builder()
         .trace_fn(move |_| span.clone())
-        .add_service(
-            AdminServer::new(AdminService::new(shared.clone()))
-                .max_decoding_message_size(MAX_MESSAGE),
-        )
+        .add_service(AdminServer::new(admin).max_decoding_message_size(MAX_MESSAGE))
         .add_service(
             ClusterServer::new(ClusterService::new(shared)).max_decoding_message_size(MAX_MESSAGE),
         )

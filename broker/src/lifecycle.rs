@@ -180,6 +180,14 @@ fn with_deadline<T>(msg: T, timeout: Duration) -> tonic::Request<T> {
     req
 }
 
+/// Sleeps for `d` or until shutdown is asked.
+async fn pause(d: Duration, shutdown: &mut watch::Receiver<bool>) {
+    tokio::select! {
+        _ = sleep(d) => {}
+        _ = shutdown.changed() => {}
+    }
+}
+
 /// Registers until it succeeds; `None` when shutdown was asked first.
 async fn register(
     shared: &Shared,
@@ -216,6 +224,15 @@ async fn register(
             Ok(r) if r.error.is_none() => return Some((r.broker_epoch, addr)),
             Ok(r) => {
                 let e = r.error.unwrap_or_default();
+                if e.code == ErrorCode::BrokerDecommissioned as i32 {
+                    // Nothing to serve any more; say so now and then until it is stopped.
+                    tracing::error!(
+                        broker_id = me.broker_id,
+                        "this broker was decommissioned and may not register again: stop it"
+                    );
+                    pause(Duration::from_secs(30), shutdown).await;
+                    continue;
+                }
                 tracing::debug!(%addr, error = %e.message, "registration refused");
                 finder.learn(&e);
                 if finder.hint.is_some() {
@@ -224,9 +241,6 @@ async fn register(
             }
             Err(status) => tracing::debug!(%addr, %status, "registration failed"),
         }
-        tokio::select! {
-            _ = sleep(Duration::from_millis(250)) => {}
-            _ = shutdown.changed() => {}
-        }
+        pause(Duration::from_millis(250), shutdown).await;
     }
 }

@@ -4,7 +4,9 @@
 //! Bootstrap: a voter whose Raft state is empty initializes the quorum with the configured
 //! voters. Every voter does this at its first start, which openraft allows when the membership
 //! is the same everywhere (the election decides; no split brain). A node that has state never
-//! initializes again, so a restart keeps what was committed.
+//! initializes again, so a restart keeps what was committed. A controller that is not among
+//! the configured voters starts empty and waits: `keel quorum add-voter` makes the active
+//! controller add it as a learner, catch it up, then make it a voter.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
@@ -74,7 +76,13 @@ pub async fn start(config: &Config) -> Result<(ControllerNode, CommitIndex), Quo
         .is_initialized()
         .await
         .map_err(|e| QuorumError::Initialize(e.to_string()))?;
-    if !initialized {
+    let listed = config.controller_voters.0.contains_key(&config.node_id);
+    if !initialized && !listed {
+        tracing::info!(
+            "not among controller_voters: waiting to be added with `keel quorum add-voter`"
+        );
+    }
+    if !initialized && listed {
         let voters: BTreeMap<NodeId, BasicNode> = config
             .controller_voters
             .0
@@ -89,6 +97,10 @@ pub async fn start(config: &Config) -> Result<(ControllerNode, CommitIndex), Quo
     }
     let settings = ControllerSettings {
         session_timeout: Duration::from_millis(config.broker_session_timeout_ms),
+        leader_rebalance_interval: config
+            .auto_leader_rebalance_enable
+            .then(|| Duration::from_millis(config.leader_imbalance_check_interval_ms)),
+        leader_imbalance_percent: config.leader_imbalance_per_broker_percentage,
         ..Default::default()
     };
     let node = ControllerNode::new(id, m.raft, m.view, settings);

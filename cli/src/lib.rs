@@ -25,6 +25,8 @@
 //! - `data.rs` — `produce`, `consume` (streaming: they print as they go; `--group` reads as
 //!   a consumer group member) and `offsets`.
 //! - `groups.rs` — `group list|describe|reset-offsets|delete`.
+//! - `reassign_plan.rs` — the balanced, minimal-movement plan of `partition reassign
+//!   --generate`, and the plan file's format.
 //! - `bench.rs` — `bench produce` and `bench consume`: load, progress bar, [`bench::BenchResult`].
 //! - `render.rs` — [`Report`] and its table and JSON renderings (tests in `render_test.rs`).
 //! - `error.rs` — [`CliError`] and the `error: <CODE>: <message>` line, also for usage errors.
@@ -36,6 +38,7 @@ mod commands;
 mod data;
 mod error;
 pub mod groups;
+pub mod reassign_plan;
 pub mod render;
 
 pub use args::{Args, OutputFormat};

@@ -286,6 +286,8 @@ fn cluster() -> Report {
         port: 9292,
         rack: rack.map(str::to_string),
         state,
+        decommissioning: false,
+        replica_count: 0,
     };
     Report::Cluster(ClusterDescription {
         cluster_id: "kc-1".into(),

@@ -44,6 +44,11 @@ pub struct BrokerInfo {
     pub rack: Option<String>,
     /// Its state.
     pub state: BrokerState,
+    /// Whether it is being decommissioned (from `describe_cluster` only).
+    pub decommissioning: bool,
+    /// Replicas assigned to it, moves in progress counted as done (from `describe_cluster`
+    /// only).
+    pub replica_count: i32,
 }
 
 impl BrokerInfo {

@@ -215,6 +215,39 @@ pub enum ControllerError {
     /// No replica is serving.
     #[error("no replica of partition {partition} is unfenced")]
     EligibleLeadersNotAvailable { partition: PartitionIndex },
+    /// A reassignment target that cannot be used.
+    #[error("invalid replica assignment for partition {partition}: {reason}")]
+    InvalidReplicaAssignment {
+        partition: PartitionIndex,
+        reason: String,
+    },
+    /// The partition is being reassigned already; cancel that first.
+    #[error("partition {partition} is being reassigned already (cancel it first)")]
+    ReassignmentInProgress { partition: PartitionIndex },
+    /// A cancellation named a partition that is not being reassigned.
+    #[error("partition {partition} is not being reassigned")]
+    NoReassignmentInProgress { partition: PartitionIndex },
+    /// Cancelling would leave the partition without an in-sync original replica.
+    #[error("cannot cancel the reassignment of partition {partition}: no original replica is in sync; let it finish")]
+    CancelWouldLoseIsr { partition: PartitionIndex },
+    /// The broker id was decommissioned and may not register again.
+    #[error("broker {broker_id} was decommissioned and may not register again")]
+    BrokerDecommissioned { broker_id: BrokerId },
+    /// The node is a voter of the metadata quorum already.
+    #[error("node {node_id} is a voter already")]
+    DuplicateVoter { node_id: u64 },
+    /// The node is not a voter of the metadata quorum.
+    #[error("node {node_id} is not a voter")]
+    VoterNotFound { node_id: u64 },
+    /// The quorum would have no voter left.
+    #[error("node {node_id} is the last voter; add another one first")]
+    LastVoter { node_id: u64 },
+    /// Another voter change is still running.
+    #[error("another change of the voters is in progress: {detail}")]
+    ReconfigurationInProgress { detail: String },
+    /// Decommissioning the broker would leave too few brokers for a partition's replicas.
+    #[error("cannot decommission broker {broker_id}: {reason}")]
+    CannotDecommission { broker_id: BrokerId, reason: String },
 }
 
 impl ControllerError {
@@ -241,11 +274,20 @@ impl ControllerError {
             ElectionNotNeeded { .. } => ErrorCode::ElectionNotNeeded,
             PreferredLeaderNotAvailable { .. } => ErrorCode::PreferredLeaderNotAvailable,
             EligibleLeadersNotAvailable { .. } => ErrorCode::EligibleLeadersNotAvailable,
+            InvalidReplicaAssignment { .. } => ErrorCode::InvalidReplicaAssignment,
+            ReassignmentInProgress { .. } => ErrorCode::ReassignmentInProgress,
+            NoReassignmentInProgress { .. } => ErrorCode::NoReassignmentInProgress,
+            CancelWouldLoseIsr { .. } | CannotDecommission { .. } => ErrorCode::InvalidRequest,
+            BrokerDecommissioned { .. } => ErrorCode::BrokerDecommissioned,
+            DuplicateVoter { .. } => ErrorCode::DuplicateVoter,
+            VoterNotFound { .. } => ErrorCode::VoterNotFound,
+            LastVoter { .. } => ErrorCode::InvalidRequest,
+            ReconfigurationInProgress { .. } => ErrorCode::ReconfigurationInProgress,
         }
     }
 }
 
-type Result<T, E = ControllerError> = std::result::Result<T, E>;
+pub(crate) type Result<T, E = ControllerError> = std::result::Result<T, E>;
 
 // ---------------------------------------------------------------------------------------------
 // Topics
@@ -543,10 +585,11 @@ pub fn create_partitions(
 // Placement
 // ---------------------------------------------------------------------------------------------
 
-/// Unfenced brokers with their racks, in id order: the candidates for new replicas.
+/// Unfenced brokers that are not being decommissioned, with their racks, in id order: the
+/// candidates for new replicas.
 fn placement_brokers(image: &MetadataImage) -> Vec<(BrokerId, Option<String>)> {
     image
-        .unfenced_brokers()
+        .placeable_brokers()
         .map(|b| (b.broker_id, b.rack.clone()))
         .collect()
 }
@@ -664,6 +707,11 @@ pub fn register_broker(
     old_session_expired: bool,
     now_ms: i64,
 ) -> Result<Registration> {
+    if image.decommissioned.contains(&req.broker_id) {
+        return Err(ControllerError::BrokerDecommissioned {
+            broker_id: req.broker_id,
+        });
+    }
     let mut out = Vec::new();
     if let Some(old) = image.brokers.get(&req.broker_id) {
         if old.incarnation_id == req.incarnation_id {
@@ -756,6 +804,7 @@ fn remove_from_partitions(image: &MetadataImage, broker: BrokerId, how: Removal)
             isr: (isr != p.isr).then_some(isr),
             leader,
             replicas: None,
+            ..Default::default()
         }));
     }
     out
@@ -801,6 +850,7 @@ pub fn unfence_broker(
                 isr: None,
                 leader: Some(Some(broker_id)),
                 replicas: None,
+                ..Default::default()
             }));
         }
     }
@@ -966,6 +1016,7 @@ pub fn alter_partition(image: &MetadataImage, req: &AlterPartitionRequest) -> Re
         isr: Some(req.new_isr.iter().map(|m| m.broker_id).collect()),
         leader: None,
         replicas: None,
+        ..Default::default()
     }))
 }
 
@@ -1005,6 +1056,7 @@ pub fn elect_leader(
             isr,
             leader: Some(Some(leader)),
             replicas: None,
+            ..Default::default()
         })
     };
     let not_needed = ControllerError::ElectionNotNeeded {

@@ -21,7 +21,7 @@ use std::collections::BTreeMap;
 
 // Persistent maps: the state machine copies the image at every applied entry while readers
 // hold the previous one, and copying these is O(1) rather than O(topics).
-use imbl::OrdMap;
+use imbl::{OrdMap, OrdSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -71,6 +71,38 @@ pub struct PartitionState {
     pub leader_epoch: LeaderEpoch,
     /// Partition epoch.
     pub partition_epoch: PartitionEpoch,
+    /// Replicas a reassignment in progress adds (KIP-455): they are in `replicas` and catch up
+    /// outside the ISR. Empty when no reassignment runs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub adding_replicas: Vec<BrokerId>,
+    /// Replicas a reassignment in progress removes once every target replica is in the ISR.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub removing_replicas: Vec<BrokerId>,
+}
+
+impl PartitionState {
+    /// Whether a reassignment is in progress.
+    pub fn is_reassigning(&self) -> bool {
+        !self.adding_replicas.is_empty() || !self.removing_replicas.is_empty()
+    }
+
+    /// The replicas the partition ends up with: all of them but the ones being removed.
+    pub fn target_replicas(&self) -> Vec<BrokerId> {
+        self.replicas
+            .iter()
+            .copied()
+            .filter(|r| !self.removing_replicas.contains(r))
+            .collect()
+    }
+
+    /// The replicas before the reassignment in progress: all of them but the ones being added.
+    pub fn original_replicas(&self) -> Vec<BrokerId> {
+        self.replicas
+            .iter()
+            .copied()
+            .filter(|r| !self.adding_replicas.contains(r))
+            .collect()
+    }
 }
 
 /// A topic.
@@ -114,6 +146,12 @@ pub struct MetadataImage {
     pub topic_ids: OrdMap<String, TopicId>,
     /// The first producer id of the next block to hand out.
     pub next_producer_id: i64,
+    /// Brokers being decommissioned: their replicas move away and they get no new ones.
+    #[serde(default)]
+    pub decommissioning: OrdSet<BrokerId>,
+    /// Ids of brokers whose decommission finished: they may not register again.
+    #[serde(default)]
+    pub decommissioned: OrdSet<BrokerId>,
 }
 
 /// Why a record was refused at apply time. Nothing changed.
@@ -190,6 +228,12 @@ pub enum ApplyError {
         /// The id in force.
         current: String,
     },
+    /// The broker id was decommissioned and may not register again.
+    #[error("broker {broker_id} was decommissioned")]
+    BrokerDecommissioned {
+        /// The broker.
+        broker_id: BrokerId,
+    },
     /// A producer id block that does not start at the next free id.
     #[error("producer id block starts at {given}, expected {expected}")]
     ProducerIdMismatch {
@@ -210,6 +254,11 @@ fn valid_partition(p: &PartitionState) -> bool {
             p.isr.iter().all(|r| isr_seen.insert(*r))
         }
         && p.leader.is_none_or(|l| p.isr.contains(&l))
+        && p.adding_replicas.iter().all(|r| p.replicas.contains(r))
+        && p.removing_replicas.iter().all(|r| p.replicas.contains(r))
+        && p.adding_replicas
+            .iter()
+            .all(|r| !p.removing_replicas.contains(r))
 }
 
 impl MetadataImage {
@@ -220,6 +269,11 @@ impl MetadataImage {
     pub fn apply(&mut self, index: MetadataOffset, record: &Record) -> Result<(), ApplyError> {
         match record {
             Record::RegisterBroker(r) => {
+                if self.decommissioned.contains(&r.broker_id) {
+                    return Err(ApplyError::BrokerDecommissioned {
+                        broker_id: r.broker_id,
+                    });
+                }
                 // A re-registration replaces the old one; the controller decided it may.
                 self.brokers.insert(
                     r.broker_id,
@@ -237,6 +291,22 @@ impl MetadataImage {
             Record::UnregisterBroker(r) => {
                 self.broker_mut(r.broker_id, r.broker_epoch)?;
                 self.brokers.remove(&r.broker_id);
+                if r.decommissioned {
+                    self.decommissioning.remove(&r.broker_id);
+                    self.decommissioned.insert(r.broker_id);
+                }
+            }
+            Record::Decommission(r) => {
+                if !self.brokers.contains_key(&r.broker_id) {
+                    return Err(ApplyError::UnknownBroker {
+                        broker_id: r.broker_id,
+                    });
+                }
+                if r.cancel {
+                    self.decommissioning.remove(&r.broker_id);
+                } else {
+                    self.decommissioning.insert(r.broker_id);
+                }
             }
             Record::FenceBroker(r) => {
                 self.broker_mut(r.broker_id, r.broker_epoch)?.state = BrokerState::Fenced;
@@ -295,6 +365,8 @@ impl MetadataImage {
                     leader: r.leader,
                     leader_epoch: r.leader_epoch,
                     partition_epoch: r.partition_epoch,
+                    adding_replicas: Vec::new(),
+                    removing_replicas: Vec::new(),
                 };
                 if r.partition < 0 || !valid_partition(&state) {
                     return Err(ApplyError::InvalidPartitionState {
@@ -312,6 +384,12 @@ impl MetadataImage {
                 }
                 if let Some(replicas) = &r.replicas {
                     next.replicas = replicas.clone();
+                }
+                if let Some(adding) = &r.adding_replicas {
+                    next.adding_replicas = adding.clone();
+                }
+                if let Some(removing) = &r.removing_replicas {
+                    next.removing_replicas = removing.clone();
                 }
                 if let Some(leader) = r.leader {
                     next.leader = leader;
@@ -388,6 +466,12 @@ impl MetadataImage {
         partition: PartitionIndex,
     ) -> Option<&PartitionState> {
         self.topics.get(&topic_id)?.partitions.get(&partition)
+    }
+
+    /// Unfenced brokers that may receive new replicas (not being decommissioned), in id order.
+    pub fn placeable_brokers(&self) -> impl Iterator<Item = &BrokerRegistration> {
+        self.unfenced_brokers()
+            .filter(|b| !self.decommissioning.contains(&b.broker_id))
     }
 
     /// Brokers that may lead and join ISRs, in id order.
@@ -576,6 +660,7 @@ mod tests {
                 Record::UnregisterBroker(UnregisterBroker {
                     broker_id: 2,
                     broker_epoch: 2,
+                    decommissioned: false,
                 }),
                 Ok(()),
                 None,
@@ -658,6 +743,7 @@ mod tests {
                 isr,
                 leader,
                 replicas: None,
+                ..Default::default()
             })
         };
         img.apply(6, &change(Some(vec![2, 3]), Some(Some(2))))
@@ -698,6 +784,7 @@ mod tests {
                     isr: None,
                     leader: None,
                     replicas: None,
+                    ..Default::default()
                 }),
                 ApplyError::UnknownPartition {
                     topic_id: T,

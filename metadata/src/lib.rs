@@ -8,6 +8,8 @@
 //!   order, deterministically;
 //! - [`controller`] — pure functions that turn requests into records or typed errors
 //!   (topic validation, replica placement, fencing, controlled shutdown, AlterPartition);
+//! - [`reassign`] — pure functions for replica moves (KIP-455 reassignment), broker
+//!   decommissioning and the preferred-leader balance check;
 //! - [`network`] — the production Raft transport over gRPC (`keel.v1.Raft`):
 //!   [`GrpcNetwork`](network::GrpcNetwork) for openraft, [`raft_server`](network::raft_server)
 //!   for the node's internal listener, [`request_election`](network::request_election) for
@@ -24,6 +26,7 @@ pub mod controller;
 pub mod image;
 pub mod network;
 pub mod node;
+pub mod reassign;
 pub mod records;
 pub mod store;
 pub mod testing;

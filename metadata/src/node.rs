@@ -30,6 +30,7 @@ use openraft::ServerState;
 
 use crate::controller::{self, ControllerError, CreateTopicRequest, Registration};
 use crate::image::{BrokerState, MetadataImage};
+use crate::reassign;
 use crate::records::*;
 use crate::store::{MetadataRaft, MetadataRequest, MetadataView, NodeId, RecordRefusal};
 
@@ -44,6 +45,12 @@ pub struct ControllerSettings {
     /// A metadata write that has not committed by then fails as unavailable (the quorum may
     /// have lost its majority); the caller retries.
     pub write_timeout: Duration,
+    /// How often the active controller gives leaderships back to preferred replicas
+    /// (`leader_imbalance_check_interval_ms`); `None` turns auto leader rebalancing off.
+    pub leader_rebalance_interval: Option<Duration>,
+    /// A broker's share of preferred leaderships held by others that triggers the rebalance
+    /// (`leader_imbalance_per_broker_percentage`).
+    pub leader_imbalance_percent: u32,
 }
 
 impl Default for ControllerSettings {
@@ -51,6 +58,8 @@ impl Default for ControllerSettings {
         ControllerSettings {
             session_timeout: Duration::from_secs(9),
             write_timeout: Duration::from_secs(10),
+            leader_rebalance_interval: Some(Duration::from_secs(300)),
+            leader_imbalance_percent: 10,
         }
     }
 }
@@ -159,6 +168,9 @@ struct Inner {
     sessions: Mutex<Sessions>,
     /// Held from validation to commit; the term it last confirmed it leads in.
     write_lock: tokio::sync::Mutex<u64>,
+    /// Held during a change of the voters (not the write lock: catching a new voter up may
+    /// take a while, and metadata writes go on meanwhile).
+    voters_lock: tokio::sync::Mutex<()>,
 }
 
 /// A controller node. Cheap to clone.
@@ -191,6 +203,7 @@ impl ControllerNode {
                 last_seen_ms: BTreeMap::new(),
             }),
             write_lock: tokio::sync::Mutex::new(0),
+            voters_lock: tokio::sync::Mutex::new(()),
         };
         ControllerNode {
             inner: Arc::new(inner),
@@ -492,8 +505,16 @@ impl ControllerNode {
         &self,
         req: controller::AlterPartitionRequest,
     ) -> Result<crate::image::PartitionState> {
-        self.write(|img| Ok((vec![controller::alter_partition(img, &req)?], ())))
-            .await?;
+        self.write(|img| {
+            let change = controller::alter_partition(img, &req)?;
+            // The ISR change may complete a reassignment: commit that in the same entry.
+            let mut next = img.clone();
+            let _ = next.apply(img.offset + 1, &change);
+            let mut records = vec![change];
+            records.extend(reassign::completion(&next, req.topic_id, req.partition));
+            Ok((records, ()))
+        })
+        .await?;
         self.inner
             .view
             .current()
@@ -527,6 +548,131 @@ impl ControllerNode {
             })
             .await?;
         Ok(first)
+    }
+
+    /// Starts (`Some(target)`) or cancels (`None`) reassignments in one metadata write;
+    /// returns each partition's outcome, in order.
+    pub async fn alter_reassignments(
+        &self,
+        moves: Vec<(TopicId, PartitionIndex, Option<Vec<BrokerId>>)>,
+    ) -> Result<Vec<Result<(), ControllerError>>> {
+        let (_, outcomes) = self
+            .write(|img| {
+                // Each move is checked against the image with the earlier moves applied.
+                let mut scratch = img.clone();
+                let mut records = Vec::new();
+                let mut outcomes = Vec::new();
+                for (topic_id, partition, target) in &moves {
+                    let record = match target {
+                        Some(t) => reassign::start_reassignment(&scratch, *topic_id, *partition, t),
+                        None => {
+                            reassign::cancel_reassignment(&scratch, *topic_id, *partition).map(Some)
+                        }
+                    };
+                    outcomes.push(record.map(|r| {
+                        if let Some(r) = r {
+                            let _ = scratch.apply(img.offset + 1, &r);
+                            records.push(r);
+                        }
+                    }));
+                }
+                Ok((records, outcomes))
+            })
+            .await?;
+        Ok(outcomes)
+    }
+
+    /// Starts or cancels decommissioning a broker.
+    pub async fn decommission(&self, broker_id: BrokerId, cancel: bool) -> Result<()> {
+        self.write(|img| Ok((vec![reassign::decommission(img, broker_id, cancel)?], ())))
+            .await
+            .map(|_| ())
+    }
+
+    /// Adds `node_id` at `addr` to the voters: first as a learner, blocking until it has caught
+    /// up, then as a voter. Returns the voters after the change.
+    pub async fn add_voter(&self, node_id: NodeId, addr: String) -> Result<Vec<NodeId>> {
+        let _one_change = self.inner.voters_lock.lock().await;
+        if !self.is_active() {
+            return Err(self.not_controller());
+        }
+        if self.voter_ids().contains(&node_id) {
+            return Err(ControllerError::DuplicateVoter { node_id }.into());
+        }
+        tracing::info!(node_id, %addr, "adding a voter: catching it up as a learner");
+        self.inner
+            .raft
+            .add_learner(node_id, openraft::BasicNode::new(addr), true)
+            .await
+            .map_err(|e| self.membership_failed(e))?;
+        let add = openraft::ChangeMembers::AddVoterIds(std::collections::BTreeSet::from([node_id]));
+        self.inner
+            .raft
+            .change_membership(add, false)
+            .await
+            .map_err(|e| self.membership_failed(e))?;
+        tracing::info!(node_id, "voter added");
+        Ok(self.voter_ids())
+    }
+
+    /// Removes `node_id` from the voters (and the membership). Removing this node itself makes
+    /// it step down once the change is committed. Returns the voters after the change.
+    pub async fn remove_voter(&self, node_id: NodeId) -> Result<Vec<NodeId>> {
+        let _one_change = self.inner.voters_lock.lock().await;
+        if !self.is_active() {
+            return Err(self.not_controller());
+        }
+        let voters = self.voter_ids();
+        if !voters.contains(&node_id) {
+            return Err(ControllerError::VoterNotFound { node_id }.into());
+        }
+        if voters.len() == 1 {
+            return Err(ControllerError::LastVoter { node_id }.into());
+        }
+        let remove =
+            openraft::ChangeMembers::RemoveVoters(std::collections::BTreeSet::from([node_id]));
+        self.inner
+            .raft
+            .change_membership(remove, false)
+            .await
+            .map_err(|e| self.membership_failed(e))?;
+        tracing::info!(node_id, "voter removed");
+        Ok(voters.into_iter().filter(|v| *v != node_id).collect())
+    }
+
+    /// Drops `node_id` from the membership if it is only a learner (an AddVoter that timed out
+    /// before the node caught up), so that the leader stops replicating to it.
+    pub async fn forget_learner(&self, node_id: NodeId) {
+        if self.voter_ids().contains(&node_id) {
+            return;
+        }
+        let remove =
+            openraft::ChangeMembers::RemoveNodes(std::collections::BTreeSet::from([node_id]));
+        if let Err(e) = self.inner.raft.change_membership(remove, false).await {
+            tracing::warn!(node_id, error = %e, "could not drop the learner");
+        }
+    }
+
+    /// The voters of the membership this node knows.
+    pub fn voter_ids(&self) -> Vec<NodeId> {
+        let m = self.inner.raft.metrics().borrow().clone();
+        let ids = m.membership_config.membership().voter_ids().collect();
+        ids
+    }
+
+    fn membership_failed(
+        &self,
+        e: RaftError<NodeId, ClientWriteError<NodeId, openraft::BasicNode>>,
+    ) -> WriteError {
+        match e {
+            RaftError::APIError(ClientWriteError::ChangeMembershipError(c)) => {
+                ControllerError::ReconfigurationInProgress {
+                    detail: c.to_string(),
+                }
+                .into()
+            }
+            other => self.write_failed(other),
+        }
     }
 
     /// The quorum as this node sees it; `None` unless it is the leader.
@@ -571,6 +717,7 @@ impl ControllerNode {
     pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) {
         let period = (self.inner.settings.session_timeout / 4).max(Duration::from_millis(50));
         let mut tick = tokio::time::interval(period);
+        let mut last_rebalance = tokio::time::Instant::now();
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
@@ -588,7 +735,57 @@ impl ControllerNode {
             if let Err(e) = self.fence_expired().await {
                 tracing::warn!(error = %e, "fencing expired brokers failed");
             }
+            if let Err(e) = self.move_replicas().await {
+                tracing::warn!(error = %e, "reassignment or decommission step failed");
+            }
+            let rebalance = self.inner.settings.leader_rebalance_interval;
+            if rebalance.is_some_and(|every| last_rebalance.elapsed() >= every) {
+                last_rebalance = tokio::time::Instant::now();
+                if let Err(e) = self.rebalance_leaders().await {
+                    tracing::warn!(error = %e, "preferred leader rebalance failed");
+                }
+            }
         }
+    }
+
+    /// Completes reassignments whose targets are in sync (one may have been left by an earlier
+    /// controller) and takes the next steps of decommissions.
+    async fn move_replicas(&self) -> Result<()> {
+        self.write(|img| {
+            let mut records = reassign::completions(img);
+            records.extend(reassign::decommission_steps(img));
+            for r in &records {
+                if let Record::UnregisterBroker(u) = r {
+                    tracing::info!(broker_id = u.broker_id, "broker decommissioned");
+                }
+            }
+            Ok((records, ()))
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// Kafka's auto leader rebalance: preferred elections for the partitions of brokers whose
+    /// imbalance is above the threshold.
+    async fn rebalance_leaders(&self) -> Result<()> {
+        let percent = self.inner.settings.leader_imbalance_percent;
+        self.write(|img| {
+            let records: Vec<Record> = reassign::imbalanced_leaders(img, percent)
+                .into_iter()
+                .filter_map(|(t, p)| {
+                    controller::elect_leader(img, t, p, controller::Election::Preferred).ok()
+                })
+                .collect();
+            if !records.is_empty() {
+                tracing::info!(
+                    partitions = records.len(),
+                    "leaders go back to their preferred replicas"
+                );
+            }
+            Ok((records, ()))
+        })
+        .await
+        .map(|_| ())
     }
 
     fn start_term_if_new(&self) {

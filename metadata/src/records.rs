@@ -152,6 +152,8 @@ pub enum Record {
     ProducerIdsBlock(ProducerIdsBlock),
     /// The cluster gets its id (written once, by the first active controller).
     ClusterId(ClusterIdRecord),
+    /// A broker starts or stops being decommissioned.
+    Decommission(DecommissionRecord),
 }
 
 /// Registration of a broker. Its broker epoch is the log index of the entry holding this
@@ -178,6 +180,9 @@ pub struct UnregisterBroker {
     pub broker_id: BrokerId,
     /// The registration being removed; a newer registration is left alone.
     pub broker_epoch: BrokerEpoch,
+    /// The end of a decommission: the id may not register again.
+    #[serde(default)]
+    pub decommissioned: bool,
 }
 
 /// Fences a broker.
@@ -246,7 +251,7 @@ pub struct PartitionRecord {
 /// A change to one partition. Fields left `None` stay as they are. Applying it bumps the
 /// partition epoch by one, and the leader epoch by one when `leader` is set (even to the same
 /// leader, which is how an ISR-shrink due to fencing still invalidates stale requests).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PartitionChange {
     /// The topic.
     pub topic_id: TopicId,
@@ -263,6 +268,12 @@ pub struct PartitionChange {
     pub leader: Option<Option<BrokerId>>,
     /// The new replica list, if it changes (reassignment).
     pub replicas: Option<Vec<BrokerId>>,
+    /// Replicas being added by a reassignment, if that changes (empty: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adding_replicas: Option<Vec<BrokerId>>,
+    /// Replicas a reassignment removes once the adding ones are in sync, if that changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub removing_replicas: Option<Vec<BrokerId>>,
 }
 
 /// Removes a topic and its partitions.
@@ -299,6 +310,17 @@ pub struct ProducerIdsBlock {
 pub struct ClusterIdRecord {
     /// The cluster id (a UUID in text form).
     pub cluster_id: String,
+}
+
+/// Starts (`cancel: false`) or cancels a broker's decommission. While it lasts, the controller
+/// moves the broker's replicas to other brokers and places no new replica on it; when it holds
+/// none, the controller unregisters it for good.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DecommissionRecord {
+    /// The broker.
+    pub broker_id: BrokerId,
+    /// Stop decommissioning instead (moves already finished stay).
+    pub cancel: bool,
 }
 
 /// Serde for `Option<Option<T>>` that keeps "absent" (field missing) apart from "set to
@@ -366,6 +388,7 @@ mod tests {
                 isr: Some(vec![1, 2]),
                 leader: Some(None),
                 replicas: None,
+                ..Default::default()
             }),
             Record::ConfigChange(ConfigChange {
                 topic_id: TopicId(3),

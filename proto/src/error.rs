@@ -72,6 +72,7 @@ impl ErrorCode {
             DuplicateVoter => false,
             VoterNotFound => false,
             ReconfigurationInProgress => true,
+            BrokerDecommissioned => false,
 
             CoordinatorNotAvailable => true,
             NotCoordinator => true,

@@ -24,6 +24,8 @@ fn image(partitions: i32) -> MetadataImage {
                     leader: Some(1),
                     leader_epoch: 0,
                     partition_epoch: 0,
+                    adding_replicas: vec![],
+                    removing_replicas: vec![],
                 };
                 (p, state)
             })

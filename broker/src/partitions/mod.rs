@@ -308,6 +308,7 @@ impl PartitionManager {
             partition_epoch: state.partition_epoch,
             replicas: state.replicas.clone(),
             isr: state.isr.clone(),
+            adding: state.adding_replicas.clone(),
             settings: TopicSettings::from_configs(&t.configs),
         }
     }

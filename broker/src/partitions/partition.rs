@@ -44,6 +44,8 @@ pub struct Role {
     pub replicas: Vec<BrokerId>,
     /// The ISR from the image.
     pub isr: Vec<BrokerId>,
+    /// Replicas a reassignment is adding (their copy traffic is throttled).
+    pub adding: Vec<BrokerId>,
     /// The topic's settings.
     pub settings: TopicSettings,
 }
@@ -172,6 +174,12 @@ impl Partition {
         self.role.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
+    /// Whether a reassignment is adding `broker` as a replica (its copy is throttled).
+    pub fn is_adding(&self, broker: BrokerId) -> bool {
+        let role = self.role.lock().unwrap_or_else(|p| p.into_inner());
+        role.adding.contains(&broker)
+    }
+
     fn leader_state(&self) -> std::sync::MutexGuard<'_, LeaderState> {
         self.leader_state.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -292,6 +300,23 @@ impl Partition {
         };
         let current = self.high_watermark().min(leo);
         self.set_hw(compute_hw(self.me, leo, &members, &leos, current));
+    }
+
+    /// As the leader: its log end and, for each replica a reassignment is adding, the log end
+    /// it fetched from at its last fetch. `None` when this broker does not lead.
+    pub fn reassignment_progress(&self) -> Option<(Offset, Vec<(BrokerId, Option<Offset>)>)> {
+        let role = self.role();
+        if !role.leader {
+            return None;
+        }
+        let leo = self.log_ref().as_ref().map(Log::log_end_offset)?;
+        let st = self.leader_state();
+        let adding = role
+            .adding
+            .iter()
+            .map(|b| (*b, st.followers.get(b).and_then(|f| f.leo)))
+            .collect();
+        Some((leo, adding))
     }
 
     /// Log start, high watermark and log end now.

@@ -7,9 +7,12 @@
 //!   [`run`] as the image assigns partitions and ending when none is left.
 //! - [`isr`]: a periodic pass over the partitions this broker leads: ISR changes go to the
 //!   controller as AlterPartition requests; high watermarks are checkpointed.
+//! - [`throttle`]: the token bucket that limits what a leader sends to replicas being added
+//!   by a reassignment.
 
 pub mod fetcher;
 pub mod isr;
+pub mod throttle;
 
 use std::collections::HashMap;
 use std::sync::Arc;

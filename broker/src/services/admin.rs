@@ -1,9 +1,11 @@
-//! The `Admin` service: topic creation, deletion, configuration and partition growth.
+//! The `Admin` service: topic creation, deletion, configuration, partition growth, leader
+//! elections and replica reassignments.
 //!
-//! Every write runs on the active controller (see [`Route`]); each topic of a request succeeds
-//! or fails on its own. CreateTopics fills in what a topic leaves unset from the active
-//! controller's [`TopicDefaults`]. Reads (DescribeConfigs) come from this node's image. Operations of
-//! later issues (leader elections, reassignments) answer `UNIMPLEMENTED`.
+//! Every write runs on the active controller (see [`Route`]); each topic (or partition) of a
+//! request succeeds or fails on its own. CreateTopics fills in what a topic leaves unset from
+//! the active controller's [`TopicDefaults`]. Reads (DescribeConfigs,
+//! ListPartitionReassignments) come from this node's image; a broker adds the copy progress of
+//! the reassigned partitions it leads.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -17,6 +19,7 @@ use tonic::{Request, Response, Status};
 
 use super::convert::{invalid, parse_topic_id, topic_id_bytes, write_error};
 use super::{forward, with_offset, Remote, Route, Shared, FORWARDED};
+use crate::partitions::PartitionManager;
 use crate::topic_defaults::{NewTopic, TopicDefaults};
 
 /// The `Admin` service of a node.
@@ -24,6 +27,8 @@ pub struct AdminService {
     shared: Arc<Shared>,
     /// Served on the internal listener, where a broker may create internal (`__`) topics.
     internal_listener: bool,
+    /// The broker's partitions (for reassignment progress); `None` on a controller-only node.
+    partitions: Option<Arc<PartitionManager>>,
 }
 
 /// The header with which a broker asks the active controller, on its internal listener, to
@@ -37,7 +42,15 @@ impl AdminService {
         AdminService {
             shared,
             internal_listener: false,
+            partitions: None,
         }
+    }
+
+    /// Adds the broker's partitions, so that ListPartitionReassignments reports the copy
+    /// progress of the partitions this node leads.
+    pub fn with_partitions(mut self, partitions: Option<Arc<PartitionManager>>) -> Self {
+        self.partitions = partitions;
+        self
     }
 
     /// The service of the internal listener.
@@ -45,6 +58,7 @@ impl AdminService {
         AdminService {
             shared,
             internal_listener: true,
+            partitions: None,
         }
     }
 }
@@ -53,7 +67,7 @@ type Reply<T> = Result<Response<T>, Status>;
 
 /// Runs `local` on the active controller, or forwards the request there with `remote`; when
 /// neither is possible, `failed` builds the answer from the error.
-async fn on_controller<T, R, F>(
+pub(super) async fn on_controller<T, R, F>(
     shared: &Shared,
     req: Request<T>,
     local: impl FnOnce(ControllerNode, T) -> F,
@@ -484,6 +498,32 @@ async fn elect_leaders(c: ControllerNode, req: ElectLeadersRequest) -> ElectLead
     }
 }
 
+async fn alter_reassignments(
+    c: ControllerNode,
+    req: AlterPartitionReassignmentsRequest,
+) -> AlterPartitionReassignmentsResponse {
+    let (moves, named, mut results) = super::reassign::moves(&c.view().current(), &req);
+    match c.alter_reassignments(moves).await {
+        Ok(outcomes) => {
+            for ((topic, partition), outcome) in named.into_iter().zip(outcomes) {
+                results.push(PartitionResult {
+                    topic,
+                    partition,
+                    error: outcome.err().map(|e| Error::new(e.code(), e.to_string())),
+                });
+            }
+            AlterPartitionReassignmentsResponse {
+                error: None,
+                results,
+            }
+        }
+        Err(e) => AlterPartitionReassignmentsResponse {
+            error: Some(write_error(e)),
+            results,
+        },
+    }
+}
+
 fn describe_configs(shared: &Shared, req: &DescribeConfigsRequest) -> DescribeConfigsResponse {
     let image = shared.view.current();
     let results = req
@@ -670,19 +710,32 @@ impl Admin for AdminService {
 
     async fn alter_partition_reassignments(
         &self,
-        _req: Request<AlterPartitionReassignmentsRequest>,
+        req: Request<AlterPartitionReassignmentsRequest>,
     ) -> Reply<AlterPartitionReassignmentsResponse> {
-        Err(Status::unimplemented(
-            "reassignments come with the elastic-cluster work",
-        ))
+        on_controller(
+            &self.shared,
+            req,
+            alter_reassignments,
+            |ch, r| {
+                Box::pin(async move { AdminClient::new(ch).alter_partition_reassignments(r).await })
+            },
+            |_, e| AlterPartitionReassignmentsResponse {
+                error: Some(e),
+                results: vec![],
+            },
+        )
+        .await
     }
 
     async fn list_partition_reassignments(
         &self,
-        _req: Request<ListPartitionReassignmentsRequest>,
+        req: Request<ListPartitionReassignmentsRequest>,
     ) -> Reply<ListPartitionReassignmentsResponse> {
-        Err(Status::unimplemented(
-            "reassignments come with the elastic-cluster work",
-        ))
+        let image = self.shared.view.current();
+        Ok(Response::new(super::reassign::list(
+            &image,
+            self.partitions.as_deref(),
+            req.get_ref(),
+        )))
     }
 }

@@ -1,6 +1,6 @@
 //! The `Cluster` service: metadata for clients, the description of the cluster and of the
-//! metadata quorum. Voter and broker membership changes come with the elastic-cluster work and
-//! answer `UNIMPLEMENTED`.
+//! metadata quorum, and membership changes: voters added and removed (openraft membership
+//! changes on the active controller), brokers decommissioned or unregistered.
 //!
 //! With `auto_create_topics_enable`, a Metadata request naming unknown topics creates them
 //! first (with the cluster defaults) and answers with the new topics, or with the creation's
@@ -14,8 +14,16 @@ use keel_proto::v1::cluster_server::Cluster;
 use keel_proto::v1::*;
 use tonic::{Request, Response, Status};
 
-use super::convert;
+use std::time::Duration;
+
+use keel_metadata::node::ControllerNode;
+
+use super::admin::on_controller;
+use super::convert::{self, invalid, write_error};
 use super::{forward, Remote, Route, Shared};
+
+/// How long AddVoter waits for the new voter to catch up when the request names no timeout.
+const ADD_VOTER_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// The `Cluster` service of a node.
 pub struct ClusterService {
@@ -132,7 +140,7 @@ impl Cluster for ClusterService {
             error: None,
             cluster_id: image.cluster_id.clone(),
             controller_id: self.shared.controller_id(),
-            brokers: image.brokers.values().map(convert::broker).collect(),
+            brokers: convert::brokers_with_load(&image),
             metadata_offset: image.offset,
         }))
     }
@@ -163,16 +171,32 @@ impl Cluster for ClusterService {
         Ok(Response::new(resp))
     }
 
-    async fn add_voter(&self, _req: Request<AddVoterRequest>) -> Reply<AddVoterResponse> {
-        Err(Status::unimplemented(
-            "voter changes come with the elastic-cluster work",
-        ))
+    async fn add_voter(&self, req: Request<AddVoterRequest>) -> Reply<AddVoterResponse> {
+        on_controller(
+            &self.shared,
+            req,
+            add_voter,
+            |ch, r| Box::pin(async move { ClusterClient::new(ch).add_voter(r).await }),
+            |_, e| AddVoterResponse {
+                error: Some(e),
+                voters: vec![],
+            },
+        )
+        .await
     }
 
-    async fn remove_voter(&self, _req: Request<RemoveVoterRequest>) -> Reply<RemoveVoterResponse> {
-        Err(Status::unimplemented(
-            "voter changes come with the elastic-cluster work",
-        ))
+    async fn remove_voter(&self, req: Request<RemoveVoterRequest>) -> Reply<RemoveVoterResponse> {
+        on_controller(
+            &self.shared,
+            req,
+            remove_voter,
+            |ch, r| Box::pin(async move { ClusterClient::new(ch).remove_voter(r).await }),
+            |_, e| RemoveVoterResponse {
+                error: Some(e),
+                voters: vec![],
+            },
+        )
+        .await
     }
 
     async fn unregister_broker(
@@ -180,7 +204,95 @@ impl Cluster for ClusterService {
         _req: Request<UnregisterBrokerRequest>,
     ) -> Reply<UnregisterBrokerResponse> {
         Err(Status::unimplemented(
-            "broker decommissioning comes with the elastic-cluster work",
+            "use DecommissionBroker: it moves the broker's replicas away, then unregisters it",
         ))
+    }
+
+    async fn decommission_broker(
+        &self,
+        req: Request<DecommissionBrokerRequest>,
+    ) -> Reply<DecommissionBrokerResponse> {
+        on_controller(
+            &self.shared,
+            req,
+            decommission,
+            |ch, r| Box::pin(async move { ClusterClient::new(ch).decommission_broker(r).await }),
+            |_, e| DecommissionBrokerResponse { error: Some(e) },
+        )
+        .await
+    }
+}
+
+async fn add_voter(c: ControllerNode, req: AddVoterRequest) -> AddVoterResponse {
+    let failed = |e| AddVoterResponse {
+        error: Some(e),
+        voters: vec![],
+    };
+    if req.node_id <= 0 || !valid_endpoint(&req.endpoint) {
+        return failed(invalid(format!(
+            "add-voter needs a positive node id and a host:port endpoint, got {}@{:?}",
+            req.node_id, req.endpoint
+        )));
+    }
+    let wait = match req.timeout_ms {
+        t if t > 0 => Duration::from_millis(t as u64),
+        _ => ADD_VOTER_TIMEOUT,
+    };
+    let node_id = req.node_id as u64;
+    match tokio::time::timeout(wait, c.add_voter(node_id, req.endpoint.clone())).await {
+        Ok(Ok(voters)) => AddVoterResponse {
+            error: None,
+            voters: voters.into_iter().map(|v| v as i32).collect(),
+        },
+        Ok(Err(e)) => failed(write_error(e)),
+        Err(_) => {
+            c.forget_learner(node_id).await;
+            failed(Error::new(
+                ErrorCode::RequestTimedOut,
+                format!(
+                    "node {node_id} at {} did not catch up within {wait:?}: is it running with \
+                     the controller role and reachable? Nothing changed.",
+                    req.endpoint
+                ),
+            ))
+        }
+    }
+}
+
+fn valid_endpoint(endpoint: &str) -> bool {
+    endpoint
+        .rsplit_once(':')
+        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0))
+}
+
+async fn remove_voter(c: ControllerNode, req: RemoveVoterRequest) -> RemoveVoterResponse {
+    if req.node_id <= 0 {
+        return RemoveVoterResponse {
+            error: Some(invalid("remove-voter needs a positive node id")),
+            voters: vec![],
+        };
+    }
+    match c.remove_voter(req.node_id as u64).await {
+        Ok(voters) => RemoveVoterResponse {
+            error: None,
+            voters: voters.into_iter().map(|v| v as i32).collect(),
+        },
+        Err(e) => RemoveVoterResponse {
+            error: Some(write_error(e)),
+            voters: vec![],
+        },
+    }
+}
+
+async fn decommission(
+    c: ControllerNode,
+    req: DecommissionBrokerRequest,
+) -> DecommissionBrokerResponse {
+    DecommissionBrokerResponse {
+        error: c
+            .decommission(req.broker_id, req.cancel)
+            .await
+            .err()
+            .map(write_error),
     }
 }

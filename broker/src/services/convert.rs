@@ -63,7 +63,28 @@ pub fn broker(b: &BrokerRegistration) -> pb::Broker {
         port: i32::from(b.endpoints.client.port),
         rack: b.rack.clone(),
         state: broker_state(b.state) as i32,
+        ..Default::default()
     }
+}
+
+/// Every registered broker with whether it is being decommissioned and how many replicas it
+/// holds (moves in progress counted as done), for DescribeCluster.
+pub fn brokers_with_load(image: &MetadataImage) -> Vec<pb::Broker> {
+    let mut counts: std::collections::BTreeMap<i32, i32> = Default::default();
+    for (_, _, p) in image.partitions() {
+        for b in p.target_replicas() {
+            *counts.entry(b).or_default() += 1;
+        }
+    }
+    image
+        .brokers
+        .values()
+        .map(|b| pb::Broker {
+            decommissioning: image.decommissioning.contains(&b.broker_id),
+            replica_count: counts.get(&b.broker_id).copied().unwrap_or(0),
+            ..broker(b)
+        })
+        .collect()
 }
 
 /// A topic's metadata; `include_configs` adds its overrides.

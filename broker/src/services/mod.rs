@@ -9,7 +9,8 @@
 //!
 //! # Layout
 //! - this file: [`Shared`] (what every service reads) and [`Route`] (where a write goes);
-//! - [`admin`]: the `Admin` service (topics and their configs);
+//! - [`admin`]: the `Admin` service (topics and their configs, elections, reassignments);
+//! - [`reassign`]: reassignment requests to moves, and the list of moves in progress;
 //! - [`cluster`]: the `Cluster` service (metadata, cluster and quorum descriptions);
 //! - [`controller`]: the internal `Controller` service (broker registration, heartbeats, the
 //!   metadata stream);
@@ -27,6 +28,7 @@ pub mod controller;
 pub mod convert;
 pub mod groups;
 pub mod producer;
+pub mod reassign;
 pub mod records;
 pub mod replication;
 
@@ -79,6 +81,8 @@ pub struct Shared {
     /// The active controller as the metadata stream last named it (broker-only nodes);
     /// negative when unknown.
     reported_controller: AtomicI32,
+    /// Limits what this node, as a leader, sends to replicas a reassignment is adding.
+    pub reassignment_throttle: crate::replication::throttle::Throttle,
     channels: Mutex<HashMap<String, Channel>>,
 }
 
@@ -101,6 +105,7 @@ impl Shared {
         voters: BTreeMap<u32, String>,
         metrics: Arc<Metrics>,
         topic_defaults: TopicDefaults,
+        reassignment_throttle_bytes_per_sec: u64,
     ) -> Shared {
         Shared {
             node_id,
@@ -110,6 +115,9 @@ impl Shared {
             view,
             voters,
             reported_controller: AtomicI32::new(-1),
+            reassignment_throttle: crate::replication::throttle::Throttle::new(
+                reassignment_throttle_bytes_per_sec,
+            ),
             channels: Mutex::new(HashMap::new()),
         }
     }

@@ -22,6 +22,7 @@ use super::convert::parse_topic_id;
 use super::Shared;
 use crate::partitions::partition::{Fetched, ReplicaFetch};
 use crate::partitions::{PartitionError, PartitionManager};
+use crate::replication::throttle::Throttle;
 
 /// The longest a round may wait for data, whatever the follower asks.
 const MAX_WAIT: Duration = Duration::from_secs(5);
@@ -83,7 +84,11 @@ impl ReplicationService {
         req: Arc<pb::ReplicaFetchRequest>,
     ) -> (pb::ReplicaFetchResponse, usize) {
         let partitions = self.partitions.clone();
-        let served = crate::spawn_blocking(move || serve_all(&partitions, &req)).await;
+        let shared = self.shared.clone();
+        let served = crate::spawn_blocking(move || {
+            serve_all(&partitions, &req, &shared.reassignment_throttle)
+        })
+        .await;
         served.unwrap_or_else(|_| {
             let e = pb::Error::new(ErrorCode::UnknownServerError, "replica fetch panicked");
             (
@@ -114,9 +119,12 @@ fn current_registration(
     }
 }
 
+/// Serves a follower's round. Partitions for which the follower is a replica being added by a
+/// reassignment get at most the throttle's allowance, shared by the round.
 fn serve_all(
     partitions: &PartitionManager,
     req: &pb::ReplicaFetchRequest,
+    throttle: &Throttle,
 ) -> (pb::ReplicaFetchResponse, usize) {
     let mut budget = req.max_bytes.max(1) as usize;
     let mut bytes = 0;
@@ -125,19 +133,29 @@ fn serve_all(
         let topic_id = parse_topic_id(&t.topic_id);
         let mut out = Vec::with_capacity(t.partitions.len());
         for fp in &t.partitions {
+            let partition = topic_id.and_then(|id| partitions.get(id, fp.partition));
+            let throttled = partition
+                .as_ref()
+                .is_some_and(|p| p.is_adding(req.replica_id));
+            let mut max_bytes = (fp.partition_max_bytes.max(1) as usize).min(budget.max(1));
+            if throttled {
+                max_bytes = max_bytes.min(throttle.allowance());
+            }
             let f = ReplicaFetch {
                 replica: req.replica_id,
                 replica_epoch: req.replica_epoch,
                 fetch_offset: fp.fetch_offset,
                 last_fetched_epoch: fp.last_fetched_epoch,
                 current_leader_epoch: fp.current_leader_epoch,
-                max_bytes: (fp.partition_max_bytes.max(1) as usize).min(budget.max(1)),
+                max_bytes,
             };
-            let served = topic_id
-                .and_then(|id| partitions.get(id, fp.partition))
+            let served = partition
                 .ok_or(PartitionError::UnknownTopicOrPartition)
                 .and_then(|p| p.serve_replica_fetch(&f));
             let resp = partition_response(fp.partition, served);
+            if throttled {
+                throttle.spend(resp.record_batches.len());
+            }
             budget = budget.saturating_sub(resp.record_batches.len());
             bytes += resp.record_batches.len();
             out.push(resp);

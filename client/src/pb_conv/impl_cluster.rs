@@ -25,6 +25,8 @@ impl From<pb::Broker> for BrokerInfo {
             port: b.port,
             rack: b.rack,
             state: b.state.into(),
+            decommissioning: b.decommissioning,
+            replica_count: b.replica_count,
         }
     }
 }
@@ -75,6 +77,7 @@ mod tests {
             port: 9292,
             rack: rack.map(str::to_string),
             state: state as i32,
+            ..Default::default()
         }
     }
 

@@ -89,7 +89,11 @@ impl Partition {
                     high_watermark: self.high_watermark(),
                 });
             }
-            let batches = log.read(f.fetch_offset, f.max_bytes, log_end)?;
+            // A throttled reassignment copy may get nothing this round (max_bytes 0).
+            let batches = match f.max_bytes {
+                0 => Default::default(),
+                max => log.read(f.fetch_offset, max, log_end)?,
+            };
             (batches, log_end, log_start)
         };
         self.leader_state()
