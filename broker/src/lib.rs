@@ -366,7 +366,7 @@ impl Node {
             let _ = t.await;
         }
         if let Some(c) = self.shared.controller.clone() {
-            hand_over_leadership(&c).await;
+            quorum::hand_over_leadership(&c).await;
             if let Err(e) = c.raft().shutdown().await {
                 tracing::warn!(error = %e, "metadata raft did not stop cleanly");
             }
@@ -543,65 +543,5 @@ async fn serve_internal(
         .await;
     if let Err(e) = result {
         tracing::error!(error = %e, "internal listener failed");
-    }
-}
-
-/// When this node is the active controller, hands leadership to the most caught-up other
-/// voter before Raft stops, so the quorum does not wait an election timeout: the procedure of
-/// `keel_metadata::network` (wait until the target's log matches, stop competing, ask it to
-/// run). Bounded: if anything fails, the others elect on their own.
-async fn hand_over_leadership(c: &ControllerNode) {
-    let Some(state) = c.quorum_state() else {
-        return;
-    };
-    let last = c.raft().metrics().borrow().last_log_index;
-    let Some(target) = state
-        .voters
-        .iter()
-        .filter(|v| v.node_id != c.id())
-        .max_by_key(|v| v.matched)
-        .cloned()
-    else {
-        return;
-    };
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
-    while tokio::time::Instant::now() < deadline {
-        let matched = c.quorum_state().and_then(|s| {
-            s.voters
-                .iter()
-                .find(|v| v.node_id == target.node_id)
-                .and_then(|v| v.matched)
-        });
-        if matched >= last {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    c.raft().runtime_config().elect(false);
-    let cluster_id = Some(c.view().current().cluster_id.clone()).filter(|id| !id.is_empty());
-    let asked = keel_metadata::network::request_election(
-        &target.endpoint,
-        c.id(),
-        target.node_id,
-        cluster_id,
-    )
-    .await;
-    if let Err(e) = asked {
-        tracing::warn!(to = target.node_id, error = %e, "leadership hand-over failed; the others will elect");
-        return;
-    }
-    let moved = c
-        .raft()
-        .wait(Some(Duration::from_secs(3)))
-        .metrics(
-            |m| m.current_leader.is_some_and(|l| l != c.id()),
-            "leadership moved",
-        )
-        .await;
-    match moved {
-        Ok(m) => tracing::info!(to = ?m.current_leader, "controller leadership handed over"),
-        Err(e) => {
-            tracing::warn!(error = %e, "leadership did not move in time; the others will elect")
-        }
     }
 }

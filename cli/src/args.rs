@@ -77,6 +77,12 @@ pub enum Command {
     /// Consumer groups: list, describe (members, offsets, lag), reset offsets, delete.
     #[command(subcommand)]
     Group(GroupCommand),
+    /// Move partition replicas between brokers (reassignment).
+    #[command(subcommand)]
+    Partition(PartitionCommand),
+    /// List brokers with their load; decommission one.
+    #[command(subcommand)]
+    Broker(BrokerCommand),
     /// Print a shell completion script (`keel completions bash > /etc/bash_completion.d/keel`).
     Completions(CompletionsArgs),
 }
@@ -399,10 +405,92 @@ pub enum ClusterCommand {
 }
 
 /// `keel quorum ...`
-#[derive(Subcommand, Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Subcommand, Debug, Clone, PartialEq, Eq)]
 pub enum QuorumCommand {
     /// Show the quorum's leader, term, commit index and each member's progress.
     Describe,
+    /// Add a running controller node to the voters: it catches up as a learner first.
+    AddVoter {
+        /// The node as ID@HOST:PORT (its internal listener).
+        #[arg(value_name = "ID@HOST:PORT", value_parser = parse_voter)]
+        voter: (i32, String),
+    },
+    /// Remove a node from the voters (the active controller steps down if it is the one).
+    RemoveVoter {
+        /// The node id.
+        #[arg(value_parser = value_parser!(i32).range(1..))]
+        id: i32,
+    },
+}
+
+/// `keel partition ...`
+#[derive(Subcommand, Debug, Clone, PartialEq, Eq)]
+pub enum PartitionCommand {
+    /// Propose, start, follow or cancel replica moves (Kafka's kafka-reassign-partitions).
+    Reassign(ReassignArgs),
+}
+
+/// `keel partition reassign --generate|--execute|--status|--cancel`
+#[derive(clap::Args, Debug, Clone, PartialEq, Eq)]
+#[command(group(clap::ArgGroup::new("action").required(true)
+    .args(["generate", "execute", "status", "cancel"])))]
+pub struct ReassignArgs {
+    /// Print a balanced plan (JSON) over --brokers, moving as few replicas as possible; a
+    /// summary goes to stderr. Save it and pass it to --execute.
+    #[arg(long, requires = "brokers")]
+    pub generate: bool,
+    /// The brokers that should hold the replicas (--generate).
+    #[arg(long, value_delimiter = ',', value_parser = value_parser!(i32).range(0..))]
+    pub brokers: Vec<i32>,
+    /// Only these topics (--generate; default: every topic but internal ones).
+    #[arg(long, value_delimiter = ',')]
+    pub topics: Vec<String>,
+    /// Start the moves of a plan file.
+    #[arg(long, value_name = "PLAN.json")]
+    pub execute: Option<std::path::PathBuf>,
+    /// Show the moves in progress with how far each has copied; with a plan file, also
+    /// whether each planned partition has its target replicas.
+    #[arg(long, value_name = "PLAN.json", num_args = 0..=1, default_missing_value = "")]
+    pub status: Option<String>,
+    /// With --status or --execute: follow the moves with progress bars until they finish.
+    #[arg(long)]
+    pub wait: bool,
+    /// Cancel the moves in progress (those of a plan file, or all) and return to the
+    /// original replicas.
+    #[arg(long, value_name = "PLAN.json", num_args = 0..=1, default_missing_value = "")]
+    pub cancel: Option<String>,
+}
+
+/// `keel broker ...`
+#[derive(Subcommand, Debug, Clone, PartialEq, Eq)]
+pub enum BrokerCommand {
+    /// Every registered broker: state, replicas held, whether it is being decommissioned.
+    List,
+    /// Move every replica off a broker, then unregister it for good (stop its process
+    /// afterwards).
+    Decommission {
+        /// The broker id.
+        #[arg(value_parser = value_parser!(i32).range(0..))]
+        id: i32,
+        /// Stop decommissioning instead; finished moves stay.
+        #[arg(long)]
+        cancel: bool,
+        /// Follow the moves with a progress bar until the broker is gone.
+        #[arg(long)]
+        wait: bool,
+    },
+}
+
+/// Parses `ID@HOST:PORT`.
+pub fn parse_voter(s: &str) -> Result<(i32, String), String> {
+    let bad = || format!("{s:?} is not ID@HOST:PORT");
+    let (id, addr) = s.split_once('@').ok_or_else(bad)?;
+    let id: i32 = id.parse().ok().filter(|i| *i > 0).ok_or_else(bad)?;
+    let (host, port) = addr.rsplit_once(':').ok_or_else(bad)?;
+    if host.is_empty() || port.parse::<u16>().map_or(true, |p| p == 0) {
+        return Err(bad());
+    }
+    Ok((id, addr.to_owned()))
 }
 
 /// Parses `KEY=VALUE` at the first `=`. The value may be empty or contain `=`; the key must be

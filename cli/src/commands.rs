@@ -110,6 +110,9 @@ pub fn plan(command: &Command) -> Result<Plan, CliError> {
         | Command::Consume(_)
         | Command::Offsets { .. }
         | Command::Group(_)
+        | Command::Partition(_)
+        | Command::Broker(_)
+        | Command::Quorum(_)
         | Command::Bench(_)
         | Command::Completions(_) => {
             return Err(CliError::InvalidArgument(

@@ -25,6 +25,8 @@
 //! - `data.rs` — `produce`, `consume` (streaming: they print as they go; `--group` reads as
 //!   a consumer group member) and `offsets`.
 //! - `groups.rs` — `group list|describe|reset-offsets|delete`.
+//! - `elastic.rs` — `partition reassign`, `broker list|decommission`, `quorum
+//!   add-voter|remove-voter`, with progress bars for moves.
 //! - `reassign_plan.rs` — the balanced, minimal-movement plan of `partition reassign
 //!   --generate`, and the plan file's format.
 //! - `bench.rs` — `bench produce` and `bench consume`: load, progress bar, [`bench::BenchResult`].
@@ -36,6 +38,7 @@ pub mod args;
 pub mod bench;
 mod commands;
 mod data;
+pub mod elastic;
 mod error;
 pub mod groups;
 pub mod reassign_plan;
@@ -46,7 +49,7 @@ pub use commands::{execute, plan, Plan};
 pub use error::{usage_error_line, CliError};
 pub use render::Report;
 
-use args::{BenchCommand, Command};
+use args::{BenchCommand, Command, QuorumCommand};
 use keel_client::AdminClient;
 
 /// Runs the command of `args` against the cluster at `args.bootstrap` and returns what to
@@ -74,6 +77,11 @@ pub async fn run(args: &Args) -> Result<Report, CliError> {
         }
         Command::Offsets { topic } => return data::offsets(bootstrap, topic).await,
         Command::Group(g) => return groups::run(bootstrap, g).await,
+        Command::Partition(p) => return elastic::partition(bootstrap, p).await,
+        Command::Broker(b) => return elastic::broker(bootstrap, b).await,
+        Command::Quorum(
+            q @ (QuorumCommand::AddVoter { .. } | QuorumCommand::RemoveVoter { .. }),
+        ) => return elastic::quorum(bootstrap, q).await,
         Command::Bench(BenchCommand::Produce(b)) => {
             return Ok(Report::Bench(bench::produce(bootstrap, b).await?))
         }

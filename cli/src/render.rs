@@ -17,6 +17,7 @@ use serde::Serialize;
 
 use crate::args::OutputFormat;
 use crate::bench::BenchResult;
+use crate::elastic::ElasticReport;
 use crate::groups::{GroupDeleted, OffsetsReset};
 
 /// The result of one command. Serialized as its content alone (no variant tag).
@@ -53,6 +54,8 @@ pub enum Report {
     OffsetsReset(OffsetsReset),
     /// `group delete`.
     GroupDeleted(GroupDeleted),
+    /// `partition reassign`, `broker`, `quorum add-voter|remove-voter`.
+    Elastic(ElasticReport),
     /// Text printed as it is, whatever the output format (`completions`).
     Text(String),
     /// `produce`, `consume`: they printed as they went; nothing is left to print.
@@ -163,6 +166,7 @@ fn render_tables(report: &Report) -> String {
             [[p.topic.clone(), p.partitions.to_string()]],
         )],
         Report::Cluster(c) => cluster_tables(c),
+        Report::Elastic(e) => e.tables(),
         Report::Quorum(q) => quorum_tables(q),
         Report::Offsets(o) => vec![offsets_table(o)],
         Report::Bench(b) => vec![bench_table(b)],
@@ -541,7 +545,10 @@ fn bench_table(b: &BenchResult) -> String {
 
 /// A borderless table with a header row; each line ends without trailing blanks and with a
 /// newline.
-fn table<const N: usize>(header: [&str; N], rows: impl IntoIterator<Item = [String; N]>) -> String {
+pub(crate) fn table<const N: usize>(
+    header: [&str; N],
+    rows: impl IntoIterator<Item = [String; N]>,
+) -> String {
     let mut t = Table::new();
     t.load_preset(presets::NOTHING);
     t.set_header(header.iter().map(|h| Cell::new(*h)));
@@ -565,7 +572,7 @@ fn opt<T: ToString>(value: Option<T>) -> String {
 }
 
 /// Broker ids as `1,2,3`, or `-` when none.
-fn ids(ids: &[i32]) -> String {
+pub(crate) fn ids(ids: &[i32]) -> String {
     if ids.is_empty() {
         return "-".to_string();
     }

@@ -37,6 +37,8 @@
 //!   group member (heartbeats, cooperative reassignment, commits).
 //! - `groups.rs` — group administration on [`AdminClient`] ([`GroupListing`],
 //!   [`GroupDescription`]) and the coordinator connection.
+//! - `elastic.rs` — replica moves and membership on [`AdminClient`]: reassignments
+//!   ([`Reassignment`], [`ReassignRequest`], [`PartitionOutcome`]), decommissioning, voters.
 //! - `topology.rs` — the data path's metadata cache: partitions, leaders, broker channels.
 //! - `partitioner.rs` — Kafka's murmur2 partitioner ([`partition_for_key`]) and the sticky
 //!   partitioner.
@@ -55,6 +57,7 @@
 mod admin;
 mod cluster;
 mod consumer;
+mod elastic;
 mod error;
 mod group_consumer;
 mod groups;
@@ -71,6 +74,7 @@ pub use cluster::{
     BrokerInfo, BrokerState, ClusterDescription, ClusterMetadata, QuorumDescription, QuorumMember,
 };
 pub use consumer::{Consumer, ConsumerOptions, OffsetReset, PartitionOffsets, Position};
+pub use elastic::{PartitionOutcome, ReassignRequest, Reassignment};
 pub use error::{grpc_code_name, ApiError, Error};
 pub use group_consumer::{GroupConsumer, GroupOptions, Subscription};
 pub use groups::{GroupDescription, GroupListing, GroupMemberInfo, GroupOffsetInfo};

@@ -13,6 +13,7 @@ mod t23_pipelined_producer;
 mod t24_groups;
 mod t25_controlled_shutdown;
 mod t30_faults;
+mod t40_elastic;
 mod t50_storage_crash;
 mod t60_topic_defaults;
 mod t61_deploy_manifests;

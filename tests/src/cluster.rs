@@ -70,6 +70,9 @@ pub struct NodeProc {
     pub http: SocketAddr,
     /// Whether it has the controller role.
     pub voter: bool,
+    /// A controller that is not among the configured voters: it waits to be added with
+    /// `keel quorum add-voter`.
+    pub spare: bool,
     data_dir: PathBuf,
     log: PathBuf,
     child: Option<Child>,
@@ -142,6 +145,7 @@ impl TestCluster {
                 internal: addr(id, 9293),
                 http: addr(id, 9294),
                 voter: id <= spec.voters,
+                spare: false,
                 data_dir: dir.path().join(format!("node-{id}")),
                 log: dir.path().join(format!("node-{id}.log")),
                 child: None,
@@ -165,10 +169,31 @@ impl TestCluster {
     pub fn voters(&self) -> String {
         self.nodes
             .values()
-            .filter(|n| n.voter)
+            .filter(|n| n.voter && !n.spare)
             .map(|n| format!("{}@{}", n.id, n.internal))
             .collect::<Vec<_>>()
             .join(",")
+    }
+
+    /// Adds node `id` to the running cluster and starts it: a broker, or with `spare` a node
+    /// with both roles that is not among the configured voters (it joins the quorum when
+    /// added with `keel quorum add-voter`). Not with `Spec::netns`.
+    pub fn add_node(&mut self, id: u32, spare: bool) {
+        assert!(self.net.is_none(), "add_node does not make namespaces");
+        assert!(!self.nodes.contains_key(&id), "node {id} exists");
+        let node = NodeProc {
+            id,
+            client: free_addr(),
+            internal: free_addr(),
+            http: free_addr(),
+            voter: spare,
+            spare,
+            data_dir: self.dir.path().join(format!("node-{id}")),
+            log: self.dir.path().join(format!("node-{id}.log")),
+            child: None,
+        };
+        self.nodes.insert(id, node);
+        self.start_node(id);
     }
 
     /// Node `id`.

@@ -84,6 +84,9 @@ pub struct Appended {
     pub leader_epoch: LeaderEpoch,
 }
 
+/// A replica being added by a reassignment, and its log end offset as the leader last saw it.
+pub type CopyProgress = (BrokerId, Option<Offset>);
+
 /// What a leader tracks beyond its log: its followers and an ISR change in flight.
 #[derive(Debug, Default)]
 struct LeaderState {
@@ -304,7 +307,7 @@ impl Partition {
 
     /// As the leader: its log end and, for each replica a reassignment is adding, the log end
     /// it fetched from at its last fetch. `None` when this broker does not lead.
-    pub fn reassignment_progress(&self) -> Option<(Offset, Vec<(BrokerId, Option<Offset>)>)> {
+    pub fn reassignment_progress(&self) -> Option<(Offset, Vec<CopyProgress>)> {
         let role = self.role();
         if !role.leader {
             return None;

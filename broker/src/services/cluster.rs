@@ -186,10 +186,11 @@ impl Cluster for ClusterService {
     }
 
     async fn remove_voter(&self, req: Request<RemoveVoterRequest>) -> Reply<RemoveVoterResponse> {
+        let shared = self.shared.clone();
         on_controller(
             &self.shared,
             req,
-            remove_voter,
+            |c, r| remove_voter(shared, c, r),
             |ch, r| Box::pin(async move { ClusterClient::new(ch).remove_voter(r).await }),
             |_, e| RemoveVoterResponse {
                 error: Some(e),
@@ -265,12 +266,19 @@ fn valid_endpoint(endpoint: &str) -> bool {
         .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0))
 }
 
-async fn remove_voter(c: ControllerNode, req: RemoveVoterRequest) -> RemoveVoterResponse {
+async fn remove_voter(
+    shared: Arc<Shared>,
+    c: ControllerNode,
+    req: RemoveVoterRequest,
+) -> RemoveVoterResponse {
     if req.node_id <= 0 {
         return RemoveVoterResponse {
             error: Some(invalid("remove-voter needs a positive node id")),
             voters: vec![],
         };
+    }
+    if req.node_id as u64 == c.id() && c.voter_ids().len() > 1 {
+        return remove_self(&shared, &c, req).await;
     }
     match c.remove_voter(req.node_id as u64).await {
         Ok(voters) => RemoveVoterResponse {
@@ -294,5 +302,38 @@ async fn decommission(
             .await
             .err()
             .map(write_error),
+    }
+}
+
+/// Removing the active controller itself: hand leadership to the most caught-up other voter
+/// first (no election timeout for the quorum to sit out), then ask the new leader to remove
+/// this node, which is then an ordinary follower.
+async fn remove_self(
+    shared: &Shared,
+    c: &ControllerNode,
+    req: RemoveVoterRequest,
+) -> RemoveVoterResponse {
+    crate::quorum::hand_over_leadership(c).await;
+    let failed = |e| RemoveVoterResponse {
+        error: Some(e),
+        voters: vec![],
+    };
+    let Some((_, addr)) = c.leader().filter(|(id, _)| *id != c.id()) else {
+        c.raft().runtime_config().elect(true);
+        return failed(shared.not_controller());
+    };
+    let call: Remote<_, _> =
+        |ch, r| Box::pin(async move { ClusterClient::new(ch).remove_voter(r).await });
+    match forward(shared, &[addr], req, call).await {
+        Ok(resp) => {
+            if resp.error.is_some() {
+                c.raft().runtime_config().elect(true);
+            }
+            resp
+        }
+        Err(e) => {
+            c.raft().runtime_config().elect(true);
+            failed(e)
+        }
     }
 }
