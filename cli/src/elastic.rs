@@ -15,7 +15,7 @@ use serde::Serialize;
 
 use crate::args::{BrokerCommand, PartitionCommand, QuorumCommand, ReassignArgs};
 use crate::reassign_plan::{self, PlannedPartition, ReassignPlan};
-use crate::render::{ids, table, Report};
+use crate::render::{ids, results_table, table, Report};
 use crate::CliError;
 
 /// What a verb of this module prints.
@@ -67,17 +67,10 @@ impl ElasticReport {
     /// The tables of the report.
     pub fn tables(&self) -> Vec<String> {
         match self {
-            ElasticReport::Outcomes(rows) => vec![table(
-                ["TOPIC", "PARTITION", "RESULT"],
-                rows.iter().map(|r| {
-                    [
-                        r.topic.clone(),
-                        r.partition.to_string(),
-                        r.error
-                            .as_ref()
-                            .map_or_else(|| "ok".to_string(), |e| e.to_string()),
-                    ]
-                }),
+            ElasticReport::Outcomes(rows) => vec![results_table(
+                rows.iter()
+                    .map(|r| (r.topic.as_str(), r.partition, r.error.as_ref())),
+                "ok",
             )],
             ElasticReport::Status(s) => status_tables(s),
             ElasticReport::Brokers(brokers) => vec![table(

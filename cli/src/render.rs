@@ -170,17 +170,11 @@ fn render_tables(report: &Report) -> String {
         Report::Quorum(q) => quorum_tables(q),
         Report::Offsets(o) => vec![offsets_table(o)],
         Report::Bench(b) => vec![bench_table(b)],
-        Report::Elections(results) => vec![table(
-            ["TOPIC", "PARTITION", "RESULT"],
-            results.iter().map(|r| {
-                [
-                    r.topic.clone(),
-                    r.partition.to_string(),
-                    r.error
-                        .as_ref()
-                        .map_or_else(|| "elected".to_string(), |e| e.to_string()),
-                ]
-            }),
+        Report::Elections(results) => vec![results_table(
+            results
+                .iter()
+                .map(|r| (r.topic.as_str(), r.partition, r.error.as_ref())),
+            "elected",
         )],
         Report::GroupList(groups) => vec![table(
             ["GROUP", "STATE", "COORDINATOR"],
@@ -564,6 +558,23 @@ pub(crate) fn table<const N: usize>(
         text.push('\n');
     }
     text
+}
+
+/// One row per partition: its topic, index, and `ok` or the error.
+pub(crate) fn results_table<'a>(
+    rows: impl Iterator<Item = (&'a str, i32, Option<&'a keel_client::ApiError>)>,
+    ok: &str,
+) -> String {
+    table(
+        ["TOPIC", "PARTITION", "RESULT"],
+        rows.map(|(topic, partition, error)| {
+            [
+                topic.to_string(),
+                partition.to_string(),
+                error.map_or_else(|| ok.to_string(), |e| e.to_string()),
+            ]
+        }),
+    )
 }
 
 /// The value, or `-` when absent.

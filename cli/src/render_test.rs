@@ -324,7 +324,8 @@ fn cluster_describe_table_and_json() {
     assert_eq!(v["controller_id"], 1);
     assert_eq!(
         v["brokers"][1],
-        json!({"id": 2, "host": "keel-2.keel", "port": 9292, "rack": null, "state": "fenced"})
+        json!({"id": 2, "host": "keel-2.keel", "port": 9292, "rack": null, "state": "fenced",
+            "decommissioning": false, "replica_count": 0})
     );
 }
 

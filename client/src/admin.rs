@@ -129,6 +129,18 @@ fn next_after(err: &Error) -> Next {
     }
 }
 
+/// Partitions by topic name, as the wire lists them.
+pub(crate) fn topic_partitions(topics: &[(String, Vec<i32>)]) -> Vec<pb::TopicPartitions> {
+    topics
+        .iter()
+        .map(|(topic, partitions)| pb::TopicPartitions {
+            topic: topic.clone(),
+            partitions: partitions.clone(),
+            ..Default::default()
+        })
+        .collect()
+}
+
 /// The `http://` URI of a `host:port` address, or why it is not one.
 pub(crate) fn parse_address(address: &str) -> Result<String, Error> {
     let invalid = |reason| Error::InvalidArgument {
@@ -367,14 +379,7 @@ impl AdminClient {
                 Election::Preferred => pb::ElectionType::Preferred,
                 Election::Unclean => pb::ElectionType::Unclean,
             } as i32,
-            partitions: topics
-                .iter()
-                .map(|(topic, partitions)| pb::TopicPartitions {
-                    topic: topic.clone(),
-                    partitions: partitions.clone(),
-                    ..Default::default()
-                })
-                .collect(),
+            partitions: topic_partitions(topics),
             timeout_ms: 0,
         };
         let response = self

@@ -144,14 +144,7 @@ impl AdminClient {
         partitions: &[(String, Vec<i32>)],
     ) -> Result<Vec<Reassignment>, Error> {
         let request = pb::ListPartitionReassignmentsRequest {
-            partitions: partitions
-                .iter()
-                .map(|(topic, partitions)| pb::TopicPartitions {
-                    topic: topic.clone(),
-                    partitions: partitions.clone(),
-                    ..Default::default()
-                })
-                .collect(),
+            partitions: crate::admin::topic_partitions(partitions),
         };
         let response = self
             .call("Admin.ListPartitionReassignments", |ch| {
