@@ -109,7 +109,8 @@ impl DataDir {
         let written = std::fs::File::create(&path)
             .and_then(|mut f| f.write_all(&[0u8; 64 << 10]).and_then(|()| f.sync_all()));
         let _ = std::fs::remove_file(&path);
-        written.map_err(|e| StorageError::new(Subject::LogDir(self.root.clone()), Verb::Write, e))?;
+        written
+            .map_err(|e| StorageError::new(Subject::LogDir(self.root.clone()), Verb::Write, e))?;
         let op = IndexOp::PutMeta {
             key: "written_ms".into(),
             value: (self.clock)().to_be_bytes().to_vec(),

@@ -126,7 +126,14 @@ fn a_replicated_batch_the_index_refuses_changes_nothing() {
     assert_eq!(follower.latest_epoch(), None);
     assert_eq!(follower.size_bytes(), 0);
     index.full.store(false, Ordering::SeqCst);
-    assert_eq!(follower.append_replicated(&fetched).unwrap().unwrap().base_offset, 0);
+    assert_eq!(
+        follower
+            .append_replicated(&fetched)
+            .unwrap()
+            .unwrap()
+            .base_offset,
+        0
+    );
     assert_eq!(follower.latest_epoch(), Some(3));
 }
 

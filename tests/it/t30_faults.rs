@@ -21,7 +21,12 @@ use keel_tests::cluster::{Spec, TestCluster};
 use keel_tests::workload::{self, check, check_reads, History, Workload};
 use tokio::sync::watch;
 
-use crate::t10_quorum::{describe, metadata, topics_by_name, wait_unfenced};
+use keel_proto::v1::producer_client::ProducerClient;
+use keel_proto::v1::*;
+
+use crate::t10_quorum::{
+    describe, http_status, metadata, topics_by_name, try_metadata, wait_unfenced,
+};
 use crate::t21_replication::{
     create_topic, leader_of, read_and_check, start_producers, stop_producers, wait_healthy,
     workload,
@@ -47,7 +52,7 @@ struct Traffic {
 }
 
 async fn start(c: &TestCluster) -> Traffic {
-    wait_unfenced(c, 1, &[1, 2, 3]).await;
+    wait_unfenced(c, 1, &c.ids()).await;
     create_topic(c).await;
     let w = workload(c);
     let (stop, producers) = start_producers(&w, 4);
@@ -341,4 +346,196 @@ async fn leaders_killed_while_segments_roll_constantly_lose_nothing() {
     });
     assert!(rolled, "segments rolled");
     finish(&c, t).await;
+}
+
+/// The broker-only node whose data directory is a small tmpfs in the disk-full test.
+const FULL: u32 = 4;
+
+/// One record with acks=all straight to node `on` for `partition`: its offset, or the
+/// broker's error (a transport failure comes back as an error with code 0).
+async fn produce_to(c: &TestCluster, on: u32, partition: i32, value: &str) -> Result<i64, Error> {
+    use keel_proto::v1::partition_produce_data::Data;
+    let req = ProduceRequest {
+        acks: Acks::All as i32,
+        timeout_ms: 10_000,
+        topics: vec![TopicProduceData {
+            topic: "events".into(),
+            partitions: vec![PartitionProduceData {
+                partition,
+                data: Some(Data::Records(ProducerRecords {
+                    records: vec![ProducerRecord {
+                        key: None,
+                        value: Some(Bytes::from(value.to_owned())),
+                        headers: vec![],
+                        timestamp: None,
+                    }],
+                    idempotent_producer: None,
+                })),
+            }],
+        }],
+    };
+    let mut client = ProducerClient::new(crate::t10_quorum::channel(c, on).await);
+    let answer = client.produce(req).await.map_err(|s| Error {
+        message: s.to_string(),
+        ..Error::default()
+    })?;
+    let p = answer
+        .into_inner()
+        .topics
+        .pop()
+        .and_then(|mut t| t.partitions.pop());
+    match p {
+        Some(p) if p.error.is_none() => Ok(p.base_offset.unwrap_or(-1)),
+        Some(p) => Err(p.error.unwrap_or_default()),
+        None => Err(Error::default()),
+    }
+}
+
+/// Partitions of "events" led by `broker`, and those it only follows.
+fn led_and_followed(t: &TopicMetadata, broker: u32) -> (Vec<i32>, Vec<i32>) {
+    let id = broker as i32;
+    let led = t.partitions.iter().filter(|p| p.leader_id == Some(id));
+    let followed = t
+        .partitions
+        .iter()
+        .filter(|p| p.leader_id != Some(id) && p.replicas.contains(&id));
+    (
+        led.map(|p| p.partition).collect(),
+        followed.map(|p| p.partition).collect(),
+    )
+}
+
+/// Writes one record to every partition through its current leader, retrying until each is
+/// acknowledged (so every partition is writable) or `within` passes; the acknowledgements,
+/// as a history the checker holds to (values `p99-<seq>`, a producer of their own).
+async fn write_everywhere(c: &TestCluster, seq: &mut u64, within: Duration) -> History {
+    let mut h = History::default();
+    for partition in 0..6 {
+        let value = format!("p99-{:08}", *seq);
+        *seq += 1;
+        let offset = crate::t10_quorum::eventually(within, "partition writable", async || {
+            let leader = leader_of_partition(c, 1, partition).await?;
+            produce_to(c, leader, partition, &value).await.ok()
+        })
+        .await;
+        h.acked.push(workload::Acked {
+            partition,
+            offset,
+            value: Bytes::from(value),
+        });
+    }
+    h
+}
+
+/// Node 4 (a broker only, so the metadata quorum's own store is elsewhere) has its data
+/// directory on a 256 MiB tmpfs, filled to the last byte under load. It must refuse writes
+/// with a clear, retriable error that changes nothing, ask to be fenced (its leaderships
+/// move, it leaves every ISR, and with `min.insync.replicas=2` of RF 3 every partition stays
+/// writable), and once the filler is deleted come back on its own, without a restart: probe
+/// the disk, be unfenced, catch up and rejoin every ISR. Then the checker, and every replica
+/// identical on disk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_broker_whose_disk_fills_refuses_writes_steps_aside_and_returns_when_space_does() {
+    let mut c = TestCluster::start(Spec {
+        brokers: 1,
+        small_disk: Some((FULL, 256)),
+        ..Spec::default()
+    });
+    let t = start(&c).await;
+    let m = metadata(&c, 1).await;
+    let events = topics_by_name(&m).get("events").cloned().expect("topic");
+    let (led, followed) = led_and_followed(&events, FULL);
+    assert!(
+        !led.is_empty() && !followed.is_empty(),
+        "node {FULL} leads {led:?} and follows {followed:?}: placement should give it both"
+    );
+
+    let filled = c.small_disk().fill();
+    let full_at = Instant::now();
+    // Straight to the full broker at once, before it has stepped aside; 64 KiB, more than
+    // the unused end of a segment file's last page.
+    let big = format!("refused-on-a-full-disk-{}", "x".repeat(64 << 10));
+    let refused = produce_to(&c, FULL, led[0], &big)
+        .await
+        .expect_err("a full disk refuses the write");
+    assert_eq!(refused.code, ErrorCode::StorageError as i32, "{refused:?}");
+    assert!(refused.retriable, "{refused:?}");
+    let data_dir = c.data_dir(FULL).display().to_string();
+    assert!(
+        refused.message.contains("No space left on device") && refused.message.contains(&data_dir),
+        "the error names the cause and the disk: {}",
+        refused.message
+    );
+
+    let stepped_aside = crate::t10_quorum::eventually(
+        Duration::from_secs(20),
+        "the full broker leads nothing and is in no ISR",
+        async || {
+            let t = topics_by_name(&try_metadata(&c, 1).await?)
+                .get("events")?
+                .clone();
+            let id = FULL as i32;
+            let gone = t
+                .partitions
+                .iter()
+                .all(|p| p.leader_id.is_some() && p.leader_id != Some(id) && !p.isr.contains(&id));
+            gone.then(|| full_at.elapsed())
+        },
+    )
+    .await;
+    let readiness = http_status(c.node(FULL).http, "/readyz").await;
+    assert_eq!(
+        readiness,
+        Some(503),
+        "a broker with a full disk is not ready"
+    );
+    // Every partition takes acks=all writes on the two healthy replicas while the disk is full.
+    let mut seq = 0;
+    let mut probes = vec![write_everywhere(&c, &mut seq, Duration::from_secs(20)).await];
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    c.small_disk().free();
+    let freed = Instant::now();
+    wait_healthy(&c, HEALTHY_WITHIN).await;
+    let recovered = freed.elapsed();
+    assert!(c.is_running(FULL), "recovered without a restart");
+    assert!(
+        c.log(FULL)
+            .contains("the data directory takes writes again"),
+        "{}",
+        c.log_tail(FULL)
+    );
+    probes.push(write_everywhere(&c, &mut seq, Duration::from_secs(20)).await);
+
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut histories = stop_producers(t.stop, t.producers).await;
+    t.reader_stop.send_replace(true);
+    let seen = t.reader.await.expect("reader");
+    let storage_errors: u64 = histories
+        .iter()
+        .filter_map(|h| h.errors.get("STORAGE_ERROR"))
+        .sum();
+    for h in &histories {
+        assert!(h.non_retriable.is_empty(), "{:?}", h.non_retriable);
+    }
+    histories.extend(probes);
+    let logs = read_and_check(&t.w, &histories, check).await;
+    let read = check_reads(&seen, &logs).unwrap_or_else(|e| panic!("{e}"));
+    let refused_kept = logs
+        .values()
+        .flatten()
+        .any(|(_, v)| v.starts_with(b"refused-on-a-full-disk"));
+    assert!(!refused_kept, "the refused write changed nothing");
+    let acked: usize = histories.iter().map(|h| h.acked.len()).sum();
+    eprintln!(
+        "disk full: filler {} MiB; stepped aside {stepped_aside:?} after the disk filled; \
+         healthy {recovered:?} after space returned; {storage_errors} STORAGE_ERROR answers to \
+         the producers; {acked} acknowledged, {read} read along",
+        filled >> 20
+    );
+    for line in c.log(FULL).lines().filter(|l| l.contains("data directory")) {
+        eprintln!("node {FULL}: {line}");
+    }
+    let t = wait_healthy(&c, HEALTHY_WITHIN).await;
+    crate::t21_replication::assert_replicas_identical(&mut c, &t, &logs);
 }
