@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use keel_tests::cluster::{Spec, TestCluster};
-use keel_tests::workload::{self, check, check_reads, History, Workload};
+use keel_tests::workload::{self, check, check_reads, GroupHistory, History, Workload};
 use tokio::sync::watch;
 
 use keel_proto::v1::producer_client::ProducerClient;
@@ -35,9 +35,22 @@ use crate::t21_replication::{
 /// How long a healed cluster may take to have every partition led with a full ISR.
 const HEALTHY_WITHIN: Duration = Duration::from_secs(60);
 
+/// Quick group timings and a small `__consumer_offsets`, for the random run's group.
+fn group_env() -> Vec<(String, String)> {
+    [
+        ("KEEL_GROUP_HEARTBEAT_INTERVAL_MS", "300"),
+        ("KEEL_GROUP_SESSION_TIMEOUT_MS", "3000"),
+        ("KEEL_OFFSETS_TOPIC_NUM_PARTITIONS", "3"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
+}
+
 fn cluster() -> TestCluster {
     TestCluster::start(Spec {
         netns: true,
+        env: group_env(),
         ..Spec::default()
     })
 }
@@ -68,22 +81,132 @@ async fn start(c: &TestCluster) -> Traffic {
     }
 }
 
+/// The id in the values of the idempotent client producer (`p10-<seq>`).
+const IDEMPOTENT_ID: u32 = 10;
+
+/// The random run's other writer and readers: the Rust client's idempotent producer (acks=all,
+/// five batches in flight) and a consumer group of two members reading along with commits.
+struct Clients {
+    stop: watch::Sender<bool>,
+    producer: tokio::task::JoinHandle<History>,
+    group: GroupRun,
+}
+
+/// A consumer group reading along ([`workload::consume_in_group`]).
+struct GroupRun {
+    stop: watch::Sender<bool>,
+    history: Arc<std::sync::Mutex<GroupHistory>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+fn start_clients(w: &Arc<Workload>) -> Clients {
+    let (stop, stopped) = watch::channel(false);
+    let writer = w.clone();
+    let producer = tokio::spawn(async move {
+        let options = keel_client::ProducerOptions {
+            // Retry until the delivery timeout, as Kafka's producer does by default.
+            retries: u32::MAX,
+            ..Default::default()
+        };
+        let producer = keel_client::Producer::connect(&workload::bootstrap(&writer), options)
+            .await
+            .expect("the idempotent producer connects");
+        let h = workload::produce_with_client(&producer, &writer, IDEMPOTENT_ID, 5, stopped).await;
+        producer.close().await;
+        h
+    });
+    let (group_stop, group_stopped) = watch::channel(false);
+    let (history, tasks) = workload::consume_in_group(w, "fault-readers", 2, group_stopped);
+    Clients {
+        stop,
+        producer,
+        group: GroupRun {
+            stop: group_stop,
+            history,
+            tasks,
+        },
+    }
+}
+
 /// Heals, waits for health, lets traffic run on a little, stops it and runs every check.
 /// Returns (acknowledged records, records the reader saw).
 async fn finish(c: &TestCluster, t: Traffic) -> (usize, usize) {
+    finish_with(c, t, None).await
+}
+
+/// [`finish`], with the checks of the idempotent producer and the group when there are some.
+async fn finish_with(c: &TestCluster, t: Traffic, clients: Option<Clients>) -> (usize, usize) {
     let healing = Instant::now();
     wait_healthy(c, HEALTHY_WITHIN).await;
     let healed_in = healing.elapsed();
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let histories = stop_producers(t.stop, t.producers).await;
+    let mut histories = stop_producers(t.stop, t.producers).await;
+    let group = match clients {
+        Some(clients) => {
+            clients.stop.send_replace(true);
+            let h = clients.producer.await.expect("idempotent producer");
+            let sequence_errors: Vec<_> = h
+                .client_errors
+                .iter()
+                .filter(|e| e.contains("SEQUENCE") || e.contains("FENCED"))
+                .collect();
+            assert!(sequence_errors.is_empty(), "{sequence_errors:?}");
+            eprintln!(
+                "idempotent producer: {} acknowledged, {} failed deliveries",
+                h.acked.len(),
+                h.failed
+            );
+            assert!(h.acked.len() > 100, "the idempotent producer made progress");
+            histories.push(h);
+            Some(clients.group)
+        }
+        None => None,
+    };
     t.reader_stop.send_replace(true);
     let seen = t.reader.await.expect("reader");
+    // `check` fails on any value present twice: for the idempotent producer, a retry written
+    // twice (exactly once); for the others a value is never sent twice.
     let logs = read_and_check(&t.w, &histories, check).await;
     let read = check_reads(&seen, &logs).unwrap_or_else(|e| panic!("{e}"));
     let acked: usize = histories.iter().map(|h| h.acked.len()).sum();
     eprintln!("healthy {healed_in:?} after the faults; {acked} acknowledged, {read} read along");
     assert!(acked > 100, "the producers made progress: {acked}");
+    if let Some(group) = group {
+        check_group_run(group, &histories, &logs).await;
+    }
     (acked, read)
+}
+
+/// Lets the group read to the end, stops it and checks it (see [`workload::check_group`]).
+async fn check_group_run(
+    group: GroupRun,
+    histories: &[History],
+    logs: &BTreeMap<i32, Vec<(i64, Bytes)>>,
+) {
+    let caught_up = crate::t10_quorum::eventually(
+        HEALTHY_WITHIN,
+        "the group given every acknowledged record",
+        async || {
+            let h = group.history.lock().expect("group history");
+            (workload::undelivered(histories, &h).is_empty() || !h.member_errors.is_empty())
+                .then_some(())
+        },
+    );
+    caught_up.await;
+    // A last commit sample once the members have committed what they read.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    group.stop.send_replace(true);
+    for task in group.tasks {
+        task.await.expect("group member");
+    }
+    let h = group.history.lock().expect("group history").clone();
+    let (delivered, samples) =
+        workload::check_group(histories, &h, logs).unwrap_or_else(|e| panic!("group: {e}"));
+    eprintln!(
+        "group: {delivered} deliveries checked against the log, every acknowledged record \
+         delivered; {samples} commit samples, none backward; {} retriable poll errors",
+        h.retried
+    );
 }
 
 async fn leader_of_partition(c: &TestCluster, on: u32, partition: i32) -> Option<u32> {
@@ -251,6 +374,7 @@ async fn random_faults_lose_nothing_acknowledged() {
     let _reporter = SeedReporter(seed);
     let mut c = cluster();
     let t = start(&c).await;
+    let clients = start_clients(&t.w);
     let mut rng = Rng(seed);
     let until = Instant::now() + Duration::from_secs(seconds);
     let mut faults = Vec::new();
@@ -262,7 +386,7 @@ async fn random_faults_lose_nothing_acknowledged() {
         tokio::time::sleep(Duration::from_millis(500 + rng.below(2000))).await;
     }
     eprintln!("faults: {faults:?}");
-    finish(&c, t).await;
+    finish_with(&c, t, Some(clients)).await;
 }
 
 struct SeedReporter(u64);
