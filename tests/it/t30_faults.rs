@@ -663,3 +663,114 @@ async fn a_broker_whose_disk_fills_refuses_writes_steps_aside_and_returns_when_s
     let t = wait_healthy(&c, HEALTHY_WITHIN).await;
     crate::t21_replication::assert_replicas_identical(&mut c, &t, &logs);
 }
+
+/// A batch of one record with a 1 KiB value `v<n>…`.
+fn numbered_batch(n: usize) -> Bytes {
+    use keel_storage::batch::{encode, BatchParams, NewRecord};
+    let mut value = format!("v{n:08}").into_bytes();
+    value.resize(1024, b'.');
+    let record = NewRecord {
+        timestamp: 1_700_000_000_000 + n as i64,
+        key: None,
+        value: Some(Bytes::from(value)),
+        headers: Vec::new(),
+    };
+    encode(&BatchParams::default(), &[record]).expect("batch")
+}
+
+/// The RocksDB index alone on a full disk (segments elsewhere): RocksDB stops taking writes
+/// after the first that fails (its background error) and, once space returns, resumes on
+/// its own (its SstFileManager polls the free space), with no reopen. The log refuses
+/// appends meanwhile with nothing changed, and afterwards holds exactly what it accepted.
+#[test]
+fn an_index_on_a_full_disk_refuses_appends_and_resumes_when_space_returns() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // RocksDB resumes only once the free space reaches its memtable size (64 MiB). It also
+    // preallocates about as much for its write-ahead log when there is room: open it with
+    // little room, so that it runs out of space after a few appends.
+    let disk = keel_tests::disk::SmallDisk::mount(&dir.path().join("index"), 128);
+    disk.fill_leaving(4 << 20);
+    let data = keel_storage::DataDir::open(dir.path()).expect("data dir");
+    let config = keel_storage::LogConfig {
+        index_interval_bytes: 1,
+        ..Default::default()
+    };
+    let (mut log, _) = data.open_log("t-0", config.clone()).expect("log");
+    disk.fill();
+    let mut accepted = 0;
+    let refused = loop {
+        match log.append(&numbered_batch(accepted), 0) {
+            Ok(_) => accepted += 1,
+            Err(e) => break e,
+        }
+        assert!(accepted < 100_000, "the index never ran out of space");
+    };
+    assert!(
+        matches!(refused, keel_storage::LogError::Index(_)),
+        "{refused}"
+    );
+    assert!(
+        refused.to_string().contains("No space left on device"),
+        "{refused}"
+    );
+    assert_eq!(
+        log.log_end_offset(),
+        accepted as i64,
+        "the refused append changed nothing"
+    );
+    assert!(!log.is_poisoned());
+    assert!(
+        log.append(&numbered_batch(accepted), 0).is_err(),
+        "still full"
+    );
+    assert!(data.probe_writes().is_err(), "the probe sees the full disk");
+
+    disk.free();
+    let freed = Instant::now();
+    while let Err(e) = log.append(&numbered_batch(accepted), 0) {
+        assert!(
+            freed.elapsed() < Duration::from_secs(30),
+            "RocksDB did not resume within 30 s of space returning: {e}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let resumed = freed.elapsed();
+    accepted += 1;
+    data.probe_writes().expect("the probe passes");
+    for n in accepted..accepted + 10 {
+        log.append(&numbered_batch(n), 0).expect("appends go on");
+    }
+    accepted += 10;
+    log.close().expect("close");
+    drop(data);
+    let data = keel_storage::DataDir::open(dir.path()).expect("reopen");
+    let (log, _) = data.open_log("t-0", config).expect("log");
+    assert_eq!(log.log_end_offset(), accepted as i64);
+    let mut values = Vec::new();
+    let mut at = 0;
+    while at < log.log_end_offset() {
+        let bytes = log.read(at, 1 << 20, i64::MAX).expect("read");
+        for b in keel_storage::batch::split(&bytes) {
+            let batch = keel_storage::batch::decode(b.expect("batch")).expect("decode");
+            at = batch.header.last_offset() + 1;
+            values.extend(
+                batch
+                    .records
+                    .into_iter()
+                    .map(|r| r.value.unwrap_or_default()),
+            );
+        }
+    }
+    let expected: Vec<Bytes> = (0..accepted).map(|n| numbered_batch(n)).collect();
+    assert_eq!(values.len(), expected.len());
+    for (n, v) in values.iter().enumerate() {
+        assert!(v.starts_with(format!("v{n:08}").as_bytes()), "record {n}");
+    }
+    eprintln!(
+        "index disk full: {accepted} appends accepted in all, the index resumed {resumed:?} \
+         after space returned"
+    );
+    drop(log);
+    drop(data);
+    drop(disk);
+}

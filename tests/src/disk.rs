@@ -76,20 +76,32 @@ impl SmallDisk {
         st.f_bavail * st.f_frsize
     }
 
-    /// Writes a filler file until the disk is full; returns its size.
+    /// Grows the filler file until the disk is full; returns the bytes added.
     pub fn fill(&self) -> u64 {
-        let mut f = std::fs::File::create(self.path.join(FILLER)).expect("filler");
-        let chunk = vec![0xAAu8; 1 << 20];
+        self.fill_leaving(0)
+    }
+
+    /// Grows the filler file until at most `keep` bytes are free; returns the bytes added.
+    pub fn fill_leaving(&self, keep: u64) -> u64 {
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.path.join(FILLER))
+            .expect("filler");
         let mut written = 0u64;
         loop {
+            let free = self.free_bytes();
+            if free <= keep {
+                return written;
+            }
+            let chunk = vec![0xAAu8; (free - keep).min(1 << 20) as usize];
             match f.write(&chunk) {
-                Ok(0) => break,
+                Ok(0) => return written,
                 Ok(n) => written += n as u64,
-                Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => break,
+                Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => return written,
                 Err(e) => panic!("filling {}: {e}", self.path.display()),
             }
         }
-        written
     }
 
     /// Deletes the filler: the space is free again.
