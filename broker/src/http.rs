@@ -1,7 +1,8 @@
 //! The node's HTTP side listener (`http_listen`): `/healthz` answers while the process serves
 //! at all; `/readyz` answers 200 only when the node is ready for traffic: a broker registered
-//! and unfenced (so caught up with the metadata log) with a data directory that takes writes, a
-//! controller-only node in a quorum with a leader. Otherwise 503 with the reason, for load balancers and Kubernetes probes.
+//! and unfenced (so caught up with the metadata log) with a data directory that takes writes,
+//! a controller-only node in a quorum with a leader. Otherwise 503 with the reason, for load
+//! balancers and Kubernetes probes.
 //! `/metrics` serves the Prometheus text of [`crate::metrics`].
 
 use std::sync::Arc;

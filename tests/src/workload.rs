@@ -821,8 +821,10 @@ mod tests {
         }
     }
 
+    type Logs = BTreeMap<i32, Vec<(i64, Bytes)>>;
+
     /// Partition 0 holds p0-0 and p0-1, acknowledged by one producer.
-    fn setup() -> (Vec<History>, BTreeMap<i32, Vec<(i64, Bytes)>>) {
+    fn setup() -> (Vec<History>, Logs) {
         let h = History {
             acked: vec![acked(0, 0, "p0-0"), acked(0, 1, "p0-1")],
             ..History::default()
