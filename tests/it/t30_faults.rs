@@ -9,8 +9,14 @@
 //! every ISR full) within [`HEALTHY_WITHIN`], every acknowledged record present once at its
 //! offset in its producer's order, and nothing a consumer read may have disappeared.
 //!
-//! The random run takes `KEEL_FAULT_SEED` (printed on failure) and `KEEL_FAULT_SECONDS`
-//! (default 40); `tests/fault/soak.sh --minutes N` runs it long.
+//! The random run adds the Rust client's idempotent producer (its records must be present
+//! exactly once) and a consumer group with commits (given every acknowledged record at least
+//! once, committed offsets never going back). It takes `KEEL_FAULT_SEED` (printed on failure)
+//! and `KEEL_FAULT_SECONDS` (default 40); `tests/fault/soak.sh --minutes N` runs it long.
+//!
+//! Full disks, on a tmpfs (`keel_tests::disk`): a broker-only fourth node whose data
+//! directory fills under load (refuses writes, steps aside, returns when space does, no
+//! restart), and a log whose RocksDB index alone fills (RocksDB resumes on its own).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
