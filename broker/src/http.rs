@@ -1,7 +1,8 @@
 //! The node's HTTP side listener (`http_listen`): `/healthz` answers while the process serves
 //! at all; `/readyz` answers 200 only when the node is ready for traffic: a broker registered
-//! and unfenced (so caught up with the metadata log), a controller-only node in a quorum with a
-//! leader. Otherwise 503 with the reason, for load balancers and Kubernetes probes.
+//! and unfenced (so caught up with the metadata log) with a data directory that takes writes,
+//! a controller-only node in a quorum with a leader. Otherwise 503 with the reason, for load
+//! balancers and Kubernetes probes.
 //! `/metrics` serves the Prometheus text of [`crate::metrics`].
 
 use std::sync::Arc;
@@ -23,6 +24,8 @@ pub struct Probes {
     pub shared: Arc<Shared>,
     /// The broker role's registration, when the node has that role.
     pub broker: Option<watch::Receiver<Status>>,
+    /// With the broker role: `Some(error)` while the data directory refuses writes.
+    pub disk: Option<watch::Receiver<Option<String>>>,
     /// What `/metrics` reads.
     pub metrics: crate::metrics::Sources,
 }
@@ -30,6 +33,9 @@ pub struct Probes {
 impl Probes {
     /// `Ok` when ready, else why not.
     pub fn readiness(&self) -> Result<(), String> {
+        if let Some(Some(error)) = self.disk.as_ref().map(|d| d.borrow().clone()) {
+            return Err(format!("the data directory refuses writes: {error}"));
+        }
         if let Some(status) = &self.broker {
             let s = *status.borrow();
             return match (s.broker_epoch, s.fenced) {

@@ -257,6 +257,10 @@ impl Node {
                 config.producer_id_expiration_ms as i64,
                 listeners_rx.clone(),
             )));
+            tasks.push(spawn(partitions::disk::watch(
+                p.clone(),
+                listeners_rx.clone(),
+            )));
             tasks.push(spawn(replication::run(ctx.clone())));
             tasks.push(spawn(replication::isr::run(ctx, lag_max, tick)));
         }
@@ -275,6 +279,7 @@ impl Node {
         let probes = http::Probes {
             shared: shared.clone(),
             broker: config.roles.is_broker().then(|| status.clone()),
+            disk: partitions.as_ref().map(|p| p.disk().subscribe()),
             metrics: metrics::Sources {
                 metrics,
                 shared: shared.clone(),
@@ -284,12 +289,14 @@ impl Node {
             },
         };
         tasks.push(spawn(http::serve(http, probes, listeners_rx.clone())));
-        let broker_task = config.roles.is_broker().then(|| {
+        // The broker role: `partitions` is there exactly when the node has it.
+        let broker_task = partitions.as_ref().map(|p| {
             let me = identity(&config, client_addr, internal_addr);
             spawn(lifecycle::run(
                 shared.clone(),
                 me,
                 stop_rx.clone(),
+                p.disk().subscribe(),
                 status_tx,
             ))
         });

@@ -1,6 +1,7 @@
 //! The broker role's life with the controller: registration with a fresh incarnation id,
 //! heartbeats that report the applied metadata offset, re-registration when the controller
-//! no longer knows this registration, and controlled shutdown.
+//! no longer knows this registration, controlled shutdown, and asking to be fenced while the
+//! data directory refuses writes (see `crate::partitions::disk`).
 //!
 //! The broker finds the active controller by asking the configured voters in turn and then
 //! following `NOT_CONTROLLER` hints; it never needs to know in advance which voter leads.
@@ -70,10 +71,13 @@ impl ControllerFinder {
 
 /// Runs the broker's registration and heartbeats until `shutdown` turns true and controlled
 /// shutdown has finished (or timed out). `status` follows the controller's answers.
+/// `disk` is `Some(error)` while the data directory refuses writes: the heartbeats then ask
+/// to be fenced.
 pub async fn run(
     shared: Arc<Shared>,
     me: Identity,
     mut shutdown: watch::Receiver<bool>,
+    mut disk: watch::Receiver<Option<String>>,
     status: watch::Sender<Status>,
 ) {
     let incarnation: [u8; 16] = uuid::Uuid::new_v4().into_bytes();
@@ -111,7 +115,7 @@ pub async fn run(
                 broker_id: me.broker_id,
                 broker_epoch: epoch,
                 current_metadata_offset: shared.view.offset(),
-                want_fence: false,
+                want_fence: disk.borrow_and_update().is_some(),
                 want_shutdown,
             };
             let answer = ControllerClient::new(shared.channel(&addr))
@@ -154,9 +158,11 @@ pub async fn run(
             } else {
                 me.heartbeat_interval
             };
+            // A disk that fails or recovers is told to the controller at once.
             tokio::select! {
                 _ = sleep(pause) => {}
                 _ = shutdown.changed() => {}
+                _ = disk.changed() => {}
             }
         }
     }

@@ -108,7 +108,7 @@ pub struct Heartbeat {
     pub broker_epoch: BrokerEpoch,
     /// The metadata offset the broker has applied.
     pub metadata_offset: MetadataOffset,
-    /// The broker wants to stay fenced.
+    /// The broker wants to be fenced (or to stay fenced): its disk refuses writes.
     pub want_fence: bool,
     /// The broker wants to shut down.
     pub want_shutdown: bool,
@@ -453,7 +453,7 @@ impl ControllerNode {
     }
 
     /// Handles a heartbeat: keeps the session alive, unfences a broker that has caught up,
-    /// starts and finishes controlled shutdown.
+    /// fences one that asks for it, starts and finishes controlled shutdown.
     pub async fn heartbeat(&self, hb: Heartbeat) -> Result<HeartbeatReply> {
         if !self.is_active() {
             return Err(self.not_controller());
@@ -472,6 +472,17 @@ impl ControllerNode {
                 })
                 .await?;
                 BrokerState::Unfenced
+            }
+            // Kafka's wantFence: a broker whose disk refuses writes asks to be fenced, so its
+            // leaderships move to healthy replicas and it leaves every ISR at once.
+            BrokerState::Unfenced if hb.want_fence && !hb.want_shutdown => {
+                tracing::warn!(
+                    broker_id = hb.broker_id,
+                    "fencing a broker at its own request"
+                );
+                self.write(|img| Ok((controller::fence_broker(img, hb.broker_id, now_ms())?, ())))
+                    .await?;
+                BrokerState::Fenced
             }
             BrokerState::Unfenced if hb.want_shutdown => {
                 self.write(|img| {

@@ -258,6 +258,40 @@ async fn refused_requests_change_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_that_wants_fence_is_fenced_at_once_and_unfenced_when_it_stops_asking() {
+    let q = Quorum::start().await;
+    let active = q.active(None).await;
+    let epochs = live_brokers(&active, 2).await;
+    active
+        .create_topic(topic("t", 4, 2), false)
+        .await
+        .expect("create");
+    let wants_fence = Heartbeat {
+        want_fence: true,
+        ..beat(2, epochs[&2], false)
+    };
+    let reply = active
+        .heartbeat(wants_fence.clone())
+        .await
+        .expect("heartbeat");
+    assert!(reply.is_fenced, "{reply:?}");
+    let img = active.view().current();
+    assert_eq!(img.brokers[&2].state, BrokerState::Fenced);
+    for (_, _, p) in img.partitions() {
+        assert_eq!(p.leader, Some(1), "broker 2 leads nothing");
+        assert_eq!(p.isr, vec![1], "broker 2 left every ISR");
+    }
+    // Asking again keeps it fenced; stopping asking unfences it.
+    let reply = active.heartbeat(wants_fence).await.expect("heartbeat");
+    assert!(reply.is_fenced, "{reply:?}");
+    let reply = active
+        .heartbeat(beat(2, epochs[&2], false))
+        .await
+        .expect("heartbeat");
+    assert!(!reply.is_fenced, "{reply:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silent_broker_is_fenced_and_unfenced_when_it_returns() {
     let q = Quorum::start().await;
     let active = q.active(None).await;

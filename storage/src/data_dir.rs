@@ -4,6 +4,7 @@
 //! ```text
 //! <root>/index/            RocksDB: offset index, time index, checkpoints of every log
 //! <root>/logs/<name>/      one folder per log, segment files named by base offset
+//! <root>/write-probe       briefly, while [`DataDir::probe_writes`] runs
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -12,8 +13,14 @@ use std::sync::Arc;
 use crate::config::LogConfig;
 use crate::error::{IndexError, LogError, StorageError, Subject, Verb};
 use crate::index::rocks::RocksIndex;
-use crate::index::OffsetIndex;
+use crate::index::{IndexOp, OffsetIndex};
 use crate::log::{validate_name, Clock, Log, RecoveryStats};
+
+/// The file [`DataDir::probe_writes`] writes.
+const PROBE_FILE: &str = "write-probe";
+/// The index entries of [`DataDir::probe_writes`]: no partition log has this name (see
+/// `validate_name` callers; partition logs are `<topic id>-<partition>`).
+const PROBE_LOG: &str = "_write_probe";
 
 pub struct DataDir {
     root: PathBuf,
@@ -90,6 +97,26 @@ impl DataDir {
     /// Deletes a log's files and index entries.
     pub fn delete_log(&self, log: Log) -> Result<(), LogError> {
         log.delete()
+    }
+
+    /// Checks that the directory takes writes (after a failure such as a full disk): writes,
+    /// fsyncs and removes a 64 KiB file, then makes a durable index write. RocksDB stops
+    /// writing after a write error and resumes on its own once space returns, so the index
+    /// write fails until it has.
+    pub fn probe_writes(&self) -> Result<(), LogError> {
+        use std::io::Write;
+        let path = self.root.join(PROBE_FILE);
+        let written = std::fs::File::create(&path)
+            .and_then(|mut f| f.write_all(&[0u8; 64 << 10]).and_then(|()| f.sync_all()));
+        let _ = std::fs::remove_file(&path);
+        written
+            .map_err(|e| StorageError::new(Subject::LogDir(self.root.clone()), Verb::Write, e))?;
+        let op = IndexOp::PutMeta {
+            key: "written_ms".into(),
+            value: (self.clock)().to_be_bytes().to_vec(),
+        };
+        self.index.apply(PROBE_LOG, &[op], true)?;
+        Ok(())
     }
 
     /// Names of the logs in this directory, sorted.

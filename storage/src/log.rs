@@ -92,6 +92,17 @@ impl FlushPoint {
     }
 }
 
+/// The in-memory state a write changes before its index entries are stored.
+struct BeforeWrite {
+    next_offset: Offset,
+    segment_max_timestamp: Option<i64>,
+    unindexed_bytes: u64,
+    max_timestamp: Option<i64>,
+    last_time_entry: Option<i64>,
+    /// A copy of the epoch cache when the write starts a new epoch.
+    epochs: Option<EpochCache>,
+}
+
 /// The facts of a segment that an open needs without reading the segment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct SegmentMeta {
@@ -809,30 +820,67 @@ impl Log {
         Ok(info)
     }
 
+    /// Writes one checked batch at the log end. A write the disk refuses (a full disk: the
+    /// segment write or the index entries after it) changes nothing: the bytes are cut off
+    /// again and the in-memory state restored, so the caller gets the error and the offsets go
+    /// to the next batch. Only when the cut itself fails is the log poisoned.
     fn write_batch(
         &mut self,
         header: &BatchHeader,
         parts: &[&[u8]],
     ) -> Result<AppendInfo, LogError> {
-        let len = header.total_len();
-        self.maybe_roll(len as u64)?;
+        self.maybe_roll(header.total_len() as u64)?;
+        let before = self.before_write(header);
+        let position = self.active().size;
+        if let Err(e) = self.active_mut().append(parts) {
+            self.cut_back(position);
+            return Err(e.into());
+        }
+        let ops = self.note_written(header, position);
+        if !ops.is_empty() {
+            if let Err(e) = self.index.apply(&self.name, &ops, false) {
+                self.undo_write(before, position);
+                return Err(e.into());
+            }
+        }
+        self.producers.record(header);
+        Ok(AppendInfo {
+            base_offset: header.base_offset,
+            last_offset: header.last_offset(),
+            max_timestamp: header.max_timestamp,
+            duplicate: false,
+        })
+    }
+
+    /// What [`Log::note_written`] changes, to put back if the index refuses the write.
+    fn before_write(&self, header: &BatchHeader) -> BeforeWrite {
+        let active = self.active();
+        // Only a batch that starts a new leader epoch changes the epoch cache; copy it then.
+        let epoch_unchanged = header.partition_leader_epoch < 0
+            || self
+                .epochs
+                .latest()
+                .is_some_and(|e| e.epoch == header.partition_leader_epoch);
+        BeforeWrite {
+            next_offset: active.next_offset,
+            segment_max_timestamp: active.max_timestamp,
+            unindexed_bytes: active.unindexed_bytes,
+            max_timestamp: self.max_timestamp,
+            last_time_entry: self.last_time_entry,
+            epochs: (!epoch_unchanged).then(|| self.epochs.clone()),
+        }
+    }
+
+    /// Accounts for a batch written at `position` of the active segment; returns the index
+    /// entries it needs.
+    fn note_written(&mut self, header: &BatchHeader, position: u64) -> Vec<IndexOp> {
         let interval = self.config.index_interval_bytes;
         self.max_timestamp = max_ts(self.max_timestamp, Some(header.max_timestamp));
         let max_timestamp = self.max_timestamp;
         let mut last_time_entry = self.last_time_entry;
         let seg = self.active_mut();
-        let position = seg.size;
-        if let Err(e) = seg.append(parts) {
-            // A partial write may have reached the file: cut it off, or stop writing for good.
-            if seg.truncate(position).is_err() {
-                self.poisoned = true;
-            }
-            return Err(e.into());
-        }
         seg.next_offset = header.last_offset() + 1;
         seg.max_timestamp = max_ts(seg.max_timestamp, Some(header.max_timestamp));
-        self.producers.record(header);
-        let seg = self.active_mut();
         let mut ops = Vec::new();
         index_batch(
             interval,
@@ -851,15 +899,31 @@ impl Log {
         if changed {
             ops.extend(self.epochs.latest().map(put_epoch));
         }
-        if !ops.is_empty() {
-            self.index.apply(&self.name, &ops, false)?;
+        ops
+    }
+
+    /// Takes a written batch back out: restores the state [`Log::before_write`] saved and
+    /// cuts the segment at `position`.
+    fn undo_write(&mut self, before: BeforeWrite, position: u64) {
+        let seg = self.active_mut();
+        seg.next_offset = before.next_offset;
+        seg.max_timestamp = before.segment_max_timestamp;
+        seg.unindexed_bytes = before.unindexed_bytes;
+        self.max_timestamp = before.max_timestamp;
+        self.last_time_entry = before.last_time_entry;
+        if let Some(epochs) = before.epochs {
+            self.epochs = epochs;
         }
-        Ok(AppendInfo {
-            base_offset: header.base_offset,
-            last_offset: header.last_offset(),
-            max_timestamp: header.max_timestamp,
-            duplicate: false,
-        })
+        self.cut_back(position);
+    }
+
+    /// Cuts the active segment back to `position` after a failed or refused write. If even
+    /// that fails, the file may hold bytes the log does not account for: stop writing for good.
+    fn cut_back(&mut self, position: u64) {
+        if let Err(e) = self.active_mut().truncate(position) {
+            self.poisoned = true;
+            tracing::error!(log = %self.name, error = %e, "could not cut a failed write off; log poisoned");
+        }
     }
 
     fn maybe_roll(&mut self, incoming: u64) -> Result<(), LogError> {
@@ -1079,6 +1143,17 @@ impl Log {
             Some((seg, position)) => (seg.base, position),
             None => return Ok(self.log_end_offset()),
         };
+        let cut = self.cut_tail(base, position);
+        if cut.is_err() {
+            // Files, memory and index may disagree now: write nothing more until a restart
+            // recovers the log from its files.
+            self.poisoned = true;
+        }
+        cut
+    }
+
+    /// Removes everything from `position` of segment `base` on (see [`Log::truncate_to`]).
+    fn cut_tail(&mut self, base: Offset, position: u64) -> Result<Offset, LogError> {
         self.generation += 1;
         let mut ops = Vec::new();
         for b in self
@@ -1491,3 +1566,7 @@ mod model_tests;
 #[cfg(test)]
 #[path = "log_producers_test.rs"]
 mod producers_tests;
+
+#[cfg(test)]
+#[path = "log_write_errors_test.rs"]
+mod write_errors_tests;

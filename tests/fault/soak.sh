@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The long version of the random fault run (tests/it/t30_faults.rs): three keeld processes in
-# their own network namespaces, acks=all producers and a reader, random kills, pauses and
-# network cuts for --minutes N, then the checks. Needs root (network namespaces).
+# their own network namespaces, acks=all producers (raw, and the Rust client's idempotent
+# producer), a reader and a consumer group, random kills, pauses and network cuts for
+# --minutes N, then the checks. Needs root (network namespaces).
 #
 #   tests/fault/soak.sh --minutes 30 [--seed S] [--runs K]
 #
@@ -23,5 +24,5 @@ for run in $(seq 1 "$runs"); do
   [ -n "$seed" ] && export KEEL_FAULT_SEED="$seed"
   echo "soak run $run/$runs: ${minutes} min of faults"
   cargo test --workspace --locked random_faults_lose_nothing_acknowledged -- --nocapture 2>&1 \
-    | grep -E "random faults|faults:|healthy|replay|test t30|panicked|FAILED|ok$"
+    | grep -E "random faults|faults:|healthy|checked:|idempotent producer:|group:|replay|test t30|panicked|FAILED|ok$"
 done

@@ -122,7 +122,7 @@ async fn idempotent_retries_survive_leader_kills_exactly_once() {
     wait_healthy(&c, Duration::from_secs(60)).await;
     let served = read_and_check(&w, &histories, check_exactly_once).await;
     let t = wait_healthy(&c, Duration::from_secs(60)).await;
-    assert_replicas_identical(&mut c, &t.topic_id, &served);
+    assert_replicas_identical(&mut c, &t, &served);
 }
 
 /// One structured record as producer `id`/`epoch` with `sequence`: the base offset or the

@@ -228,7 +228,7 @@ async fn five_in_flight_survive_leader_kills_exactly_once() {
         "every record acknowledged"
     );
     let t = wait_healthy(&c, Duration::from_secs(60)).await;
-    assert_replicas_identical(&mut c, &t.topic_id, &served);
+    assert_replicas_identical(&mut c, &t, &served);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

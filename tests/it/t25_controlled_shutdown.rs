@@ -121,5 +121,5 @@ async fn sigterm_of_a_leader_under_acks_all_load_loses_nothing_and_errors_are_re
     // The stopped node comes back, catches up, and every replica holds what was served.
     c.start_node(victim);
     let t = wait_healthy(&c, READY).await;
-    assert_replicas_identical(&mut c, &t.topic_id, &served);
+    assert_replicas_identical(&mut c, &t, &served);
 }

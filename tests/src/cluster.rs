@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
+use crate::disk::SmallDisk;
 use crate::netns::Net;
 
 /// Timing and shape of a test cluster.
@@ -40,6 +41,9 @@ pub struct Spec {
     pub netns: bool,
     /// More `keeld` arguments for every node (e.g. `--log-format json`).
     pub args: Vec<String>,
+    /// `Some((node, MiB))`: that node's data directory is a tmpfs of that size
+    /// ([`crate::disk::SmallDisk`], needs root), so the test can fill its disk.
+    pub small_disk: Option<(u32, u64)>,
 }
 
 impl Default for Spec {
@@ -54,6 +58,7 @@ impl Default for Spec {
             env: Vec::new(),
             netns: false,
             args: Vec::new(),
+            small_disk: None,
         }
     }
 }
@@ -81,6 +86,9 @@ pub struct NodeProc {
 /// A running test cluster.
 pub struct TestCluster {
     spec: Spec,
+    /// With `Spec::small_disk`; unmounted (field order) before `dir` is removed, after
+    /// `Drop` has killed the nodes.
+    disk: Option<SmallDisk>,
     dir: TempDir,
     nodes: BTreeMap<u32, NodeProc>,
     /// The namespaces, with `Spec::netns`; dropped after the nodes (field order).
@@ -152,8 +160,12 @@ impl TestCluster {
             };
             nodes.insert(id, node);
         }
+        let disk = spec
+            .small_disk
+            .map(|(id, mib)| SmallDisk::mount(&nodes[&id].data_dir, mib));
         let mut cluster = TestCluster {
             spec,
+            disk,
             dir,
             nodes,
             net,
@@ -219,6 +231,13 @@ impl TestCluster {
     /// Node `id`'s data directory (`--data-dir`).
     pub fn data_dir(&self, id: u32) -> &Path {
         &self.nodes[&id].data_dir
+    }
+
+    /// The small disk of `Spec::small_disk`.
+    pub fn small_disk(&self) -> &SmallDisk {
+        self.disk
+            .as_ref()
+            .expect("the cluster was started with Spec::small_disk")
     }
 
     /// Starts (or restarts) node `id` with its data directory and ports.

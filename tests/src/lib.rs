@@ -3,6 +3,7 @@
 //! # Layout
 //! - [`cluster`]: [`TestCluster`](cluster::TestCluster), real `keeld` processes on loopback
 //!   that a test starts, kills, stops, pauses and restarts.
+//! - [`disk`]: a small tmpfs as a node's data directory, and a filler that makes it full.
 //! - [`netns`]: network namespaces per node, and silent one-way cuts between them.
 //! - [`prom`]: a strict reader of the Prometheus text format, for `/metrics` tests.
 //! - [`proxy`]: a TCP proxy that can swallow answers (requests arrive, answers are lost),
@@ -15,6 +16,7 @@
 //!   killed, used by the crash-recovery tests.
 
 pub mod cluster;
+pub mod disk;
 pub mod netns;
 pub mod prom;
 pub mod proxy;

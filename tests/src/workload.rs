@@ -630,3 +630,261 @@ fn parse_value(value: &[u8]) -> Option<(String, u64)> {
     let (producer, seq) = text.split_once('-')?;
     Some((producer.to_owned(), seq.parse().ok()?))
 }
+
+/// What a consumer group reading along saw: every record delivered to one of its members,
+/// by partition (a record delivered again after a rebalance appears again), the group's
+/// committed offsets sampled while it ran, and the failures of its members.
+#[derive(Clone, Debug, Default)]
+pub struct GroupHistory {
+    pub delivered: BTreeMap<i32, Vec<(i64, Bytes)>>,
+    /// Committed offsets by partition, one map per sample, in time order.
+    pub committed: Vec<BTreeMap<i32, i64>>,
+    /// Errors a member could not retry (each ends that member; a new one takes its place).
+    pub member_errors: Vec<String>,
+    /// Retriable poll errors met (faults are expected to cause some).
+    pub retried: u64,
+}
+
+/// The workload's nodes as the Rust client takes them (`host:port`).
+pub fn bootstrap(w: &Workload) -> Vec<String> {
+    w.urls
+        .iter()
+        .map(|u| u.trim_start_matches("http://").to_owned())
+        .collect()
+}
+
+/// Options of the members of [`consume_in_group`]: auto-commit every 200 ms, from the
+/// earliest offset.
+fn group_options(group: &str) -> keel_client::GroupOptions {
+    let mut o = keel_client::GroupOptions::new(group);
+    o.consumer.auto_offset_reset = keel_client::OffsetReset::Earliest;
+    o.auto_commit_interval = Duration::from_millis(200);
+    o
+}
+
+/// One member of `group` on the workload's topic until `stop`: every record it is given goes
+/// into `out`. A member that fails for good is replaced by a new one (the failure is kept).
+async fn group_member(
+    w: Arc<Workload>,
+    group: String,
+    out: Arc<std::sync::Mutex<GroupHistory>>,
+    stop: watch::Receiver<bool>,
+) {
+    let bootstrap = bootstrap(&w);
+    while !*stop.borrow() {
+        let Ok(mut m) =
+            keel_client::GroupConsumer::connect(&bootstrap, group_options(&group)).await
+        else {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
+        };
+        m.subscribe(keel_client::Subscription::Topics(vec![w.topic.clone()]));
+        while !*stop.borrow() {
+            let records = match m.poll(Duration::from_millis(200)).await {
+                Ok(records) => records,
+                Err(e) if e.is_retriable() => {
+                    out.lock().expect("group history").retried += 1;
+                    continue;
+                }
+                Err(e) => {
+                    out.lock()
+                        .expect("group history")
+                        .member_errors
+                        .push(e.to_string());
+                    break;
+                }
+            };
+            let mut h = out.lock().expect("group history");
+            for r in records {
+                let value = r.value.unwrap_or_default();
+                h.delivered
+                    .entry(r.partition)
+                    .or_default()
+                    .push((r.offset, value));
+            }
+        }
+        // Closing commits what was delivered; under faults it may fail, which is allowed.
+        let _ = m.close().await;
+    }
+}
+
+/// Samples `group`'s committed offsets every 300 ms into `out` until `stop`.
+async fn sample_commits(
+    w: Arc<Workload>,
+    group: String,
+    out: Arc<std::sync::Mutex<GroupHistory>>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut admin = None;
+    loop {
+        if admin.is_none() {
+            admin = keel_client::AdminClient::connect(&bootstrap(&w)).await.ok();
+        }
+        if let Some(a) = &admin {
+            if let Ok(offsets) = a.group_offsets(&group).await {
+                let sample = offsets
+                    .into_iter()
+                    .filter(|(tp, _)| tp.topic == w.topic)
+                    .map(|(tp, o)| (tp.partition, o))
+                    .collect();
+                out.lock().expect("group history").committed.push(sample);
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(300)) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+    }
+}
+
+/// A consumer group of `members` members reading the workload's topic along with commits,
+/// and a sampler of its committed offsets, until `stop`; the returned history fills as
+/// they run.
+pub fn consume_in_group(
+    w: &Arc<Workload>,
+    group: &str,
+    members: usize,
+    stop: watch::Receiver<bool>,
+) -> (
+    Arc<std::sync::Mutex<GroupHistory>>,
+    Vec<tokio::task::JoinHandle<()>>,
+) {
+    let out = Arc::new(std::sync::Mutex::new(GroupHistory::default()));
+    let mut tasks: Vec<_> = (0..members)
+        .map(|_| {
+            let member = group_member(w.clone(), group.to_owned(), out.clone(), stop.clone());
+            tokio::spawn(member)
+        })
+        .collect();
+    let sampler = sample_commits(w.clone(), group.to_owned(), out.clone(), stop);
+    tasks.push(tokio::spawn(sampler));
+    (out, tasks)
+}
+
+/// The acknowledged values the group has not been given yet.
+pub fn undelivered(histories: &[History], group: &GroupHistory) -> Vec<Bytes> {
+    let delivered: std::collections::HashSet<&Bytes> =
+        group.delivered.values().flatten().map(|(_, v)| v).collect();
+    histories
+        .iter()
+        .flat_map(|h| &h.acked)
+        .filter(|a| !delivered.contains(&a.value))
+        .map(|a| a.value.clone())
+        .collect()
+}
+
+/// Checks a group's history against the producers' and the final logs: every acknowledged
+/// record was delivered to the group at least once, everything delivered is in the log at
+/// the offset it was delivered with, no member failed for good, and no partition's committed
+/// offset ever went backward between samples. Returns (records delivered, commit samples).
+pub fn check_group(
+    histories: &[History],
+    group: &GroupHistory,
+    logs: &BTreeMap<i32, Vec<(i64, Bytes)>>,
+) -> Result<(usize, usize), String> {
+    if let Some(e) = group.member_errors.first() {
+        return Err(format!("a group member failed: {e}"));
+    }
+    let missing = undelivered(histories, group);
+    if let Some(v) = missing.first() {
+        return Err(format!(
+            "{} acknowledged records never delivered to the group, e.g. {v:?}",
+            missing.len()
+        ));
+    }
+    let delivered = check_reads(&group.delivered, logs)?;
+    let mut highest: BTreeMap<i32, i64> = BTreeMap::new();
+    for (i, sample) in group.committed.iter().enumerate() {
+        for (partition, offset) in sample {
+            let before = highest.entry(*partition).or_insert(*offset);
+            if offset < before {
+                return Err(format!(
+                    "partition {partition}: the committed offset went back from {before} to \
+                     {offset} (sample {i})"
+                ));
+            }
+            *before = *offset;
+        }
+    }
+    Ok((delivered, group.committed.len()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn acked(partition: i32, offset: i64, value: &str) -> Acked {
+        Acked {
+            partition,
+            offset,
+            value: Bytes::from(value.to_owned()),
+        }
+    }
+
+    type Logs = BTreeMap<i32, Vec<(i64, Bytes)>>;
+
+    /// Partition 0 holds p0-0 and p0-1, acknowledged by one producer.
+    fn setup() -> (Vec<History>, Logs) {
+        let h = History {
+            acked: vec![acked(0, 0, "p0-0"), acked(0, 1, "p0-1")],
+            ..History::default()
+        };
+        let log = vec![(0, Bytes::from("p0-0")), (1, Bytes::from("p0-1"))];
+        (vec![h], BTreeMap::from([(0, log)]))
+    }
+
+    fn group(delivered: &[(i64, &str)], commits: &[i64]) -> GroupHistory {
+        GroupHistory {
+            delivered: BTreeMap::from([(
+                0,
+                delivered
+                    .iter()
+                    .map(|(o, v)| (*o, Bytes::from(v.to_string())))
+                    .collect(),
+            )]),
+            committed: commits.iter().map(|o| BTreeMap::from([(0, *o)])).collect(),
+            ..GroupHistory::default()
+        }
+    }
+
+    #[test]
+    fn the_group_checker_passes_a_good_run_and_names_each_violation() {
+        let (histories, logs) = setup();
+        // Redelivery after a rebalance is allowed (at least once).
+        let good = group(&[(0, "p0-0"), (0, "p0-0"), (1, "p0-1")], &[0, 1, 1, 2]);
+        assert_eq!(check_group(&histories, &good, &logs), Ok((3, 4)));
+
+        let missing = group(&[(0, "p0-0")], &[1]);
+        let e = check_group(&histories, &missing, &logs).unwrap_err();
+        assert!(e.contains("never delivered"), "{e}");
+
+        let backward = group(&[(0, "p0-0"), (1, "p0-1")], &[2, 1]);
+        let e = check_group(&histories, &backward, &logs).unwrap_err();
+        assert!(e.contains("went back from 2 to 1"), "{e}");
+
+        let vanished = group(&[(0, "p0-0"), (1, "p0-1"), (2, "p0-9")], &[]);
+        let e = check_group(&histories, &vanished, &logs).unwrap_err();
+        assert!(e.contains("offset 2"), "{e}");
+
+        let mut failed = group(&[(0, "p0-0"), (1, "p0-1")], &[]);
+        failed.member_errors.push("fenced".into());
+        let e = check_group(&histories, &failed, &logs).unwrap_err();
+        assert!(e.contains("member failed"), "{e}");
+    }
+
+    #[test]
+    fn the_checker_finds_a_record_written_twice_and_one_lost() {
+        let (histories, mut logs) = setup();
+        assert!(check(&histories, &logs).is_ok());
+        let mut twice = logs.clone();
+        twice.get_mut(&0).unwrap().push((2, Bytes::from("p0-1")));
+        let e = check(&histories, &twice).unwrap_err();
+        assert!(e.contains("appears twice"), "{e}");
+        logs.get_mut(&0).unwrap().pop();
+        let e = check(&histories, &logs).unwrap_err();
+        assert!(
+            e.contains("acknowledged b\"p0-1\" at 0/1 but found at None"),
+            "{e}"
+        );
+    }
+}

@@ -24,8 +24,11 @@
 //! - [`hw`]: the high watermark as a pure function;
 //! - [`isr`]: follower tracking and ISR proposals as pure functions;
 //! - [`upkeep`]: the periodic pass: fsyncs of `flush.mode=interval` topics, retention;
+//! - [`disk`]: whether the data directory takes writes; the broker asks to be fenced while
+//!   it does not;
 //! - [`error`]: per-partition errors and their wire mapping.
 
+pub mod disk;
 pub mod error;
 pub mod hw;
 pub mod isr;
@@ -172,6 +175,11 @@ impl PartitionManager {
         self.signals
             .leader_changes
             .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Whether the data directory takes writes (see [`disk`]).
+    pub fn disk(&self) -> &Arc<disk::DiskHealth> {
+        &self.signals.disk
     }
 
     /// A receiver woken after every reconcile (roles may have changed).

@@ -106,6 +106,8 @@ pub struct Signals {
     pub appended: Arc<watch::Sender<u64>>,
     /// Leader changes seen: a hosted partition got a new leader epoch with a leader.
     pub leader_changes: Arc<std::sync::atomic::AtomicU64>,
+    /// Whether the data directory takes writes; every partition reports its disk failures.
+    pub disk: Arc<super::disk::DiskHealth>,
 }
 
 /// One partition replica hosted here.
@@ -348,7 +350,9 @@ impl Partition {
             let mut base = None;
             let mut duplicate = None;
             for batch in batches {
-                let info = log.append(batch, role.leader_epoch)?;
+                let info = log
+                    .append(batch, role.leader_epoch)
+                    .map_err(|e| self.disk_noted(e.into()))?;
                 base.get_or_insert(info.base_offset);
                 // An idempotent batch is alone in its request (see `records::check_raw`).
                 duplicate = info.duplicate.then_some(info.last_offset + 1);
@@ -364,6 +368,17 @@ impl Partition {
         self.signals.appended.send_modify(|v| *v += 1);
         self.update_hw();
         Ok(appended)
+    }
+
+    /// Reports `e` to the data directory's health (a disk failure marks it failing).
+    fn disk_noted(&self, e: PartitionError) -> PartitionError {
+        self.signals.disk.note(&e);
+        e
+    }
+
+    /// Whether the log refuses all writes until a restart (see `keel_storage::Log`).
+    pub fn is_poisoned(&self) -> bool {
+        self.log_ref().as_ref().is_some_and(Log::is_poisoned)
     }
 
     /// Waits until everything below `offset` is fsynced, running (or joining) a group commit.
@@ -385,7 +400,9 @@ impl Partition {
         .map_err(|_| PartitionError::LeaderNotAvailable)?;
         let mut guard = self.log_mut();
         let log = guard.as_mut().ok_or(PartitionError::LeaderNotAvailable)?;
-        let durable = log.finish_flush(job, result)?;
+        let durable = log
+            .finish_flush(job, result)
+            .map_err(|e| self.disk_noted(e.into()))?;
         self.last_flush_ms
             .store(now_ms(), std::sync::atomic::Ordering::Relaxed);
         if durable < offset {

@@ -20,6 +20,7 @@ use tokio::time::Instant;
 use tonic::transport::Endpoint;
 
 use super::Context;
+use crate::partitions::partition::Fetched;
 use crate::partitions::Partition;
 use crate::services::convert::{parse_topic_id, topic_id_bytes};
 use crate::services::replication::fetched_from_wire;
@@ -178,6 +179,33 @@ fn next_round(
     Some((req, sent))
 }
 
+/// Applies fetched records to each partition: returns those that appended, with their log
+/// end, and those that failed. Blocking.
+fn apply_each(
+    work: Vec<(Arc<Partition>, LeaderEpoch, Fetched)>,
+) -> (Vec<(Arc<Partition>, i64)>, Vec<Key>) {
+    let mut applied = Vec::new();
+    let mut failed = Vec::new();
+    for (p, epoch, fetched) in work {
+        match p.apply_fetched(epoch, fetched) {
+            Ok(Some(end)) => applied.push((p, end)),
+            Ok(None) => {}
+            Err(e) => {
+                // A disk failure was logged once by the disk health; do not repeat it per round.
+                if crate::partitions::disk::is_disk_failure(&e) {
+                    tracing::debug!(topic = %p.topic, partition = p.index, error = %e,
+                        "could not apply fetched records");
+                } else {
+                    tracing::warn!(topic = %p.topic, partition = p.index, error = %e,
+                        "could not apply fetched records");
+                }
+                failed.push((p.topic_id, p.index));
+            }
+        }
+    }
+    (applied, failed)
+}
+
 /// Applies a round's answer on a blocking thread, then fsyncs every partition that appended.
 async fn apply_round(
     resp: pb::ReplicaFetchResponse,
@@ -204,23 +232,14 @@ async fn apply_round(
             }
         }
     }
-    let applied = crate::spawn_blocking(move || {
-        work.into_iter()
-            .filter_map(
-                |(p, epoch, fetched)| match p.apply_fetched(epoch, fetched) {
-                    Ok(Some(end)) => Some((p, end)),
-                    Ok(None) => None,
-                    Err(e) => {
-                        tracing::warn!(topic = %p.topic, partition = p.index, error = %e,
-                        "could not apply fetched records");
-                        None
-                    }
-                },
-            )
-            .collect::<Vec<_>>()
-    })
-    .await
-    .unwrap_or_default();
+    let (applied, failed) = crate::spawn_blocking(move || apply_each(work))
+        .await
+        .unwrap_or_default();
+    // A partition that could not apply (a full disk) rests instead of fetching the same
+    // records again at once.
+    for key in failed {
+        resting.insert(key, Instant::now() + REST);
+    }
     // A topic with flush.mode=interval reports its offsets unflushed; the upkeep pass
     // fsyncs it later.
     let applied: Vec<_> = applied

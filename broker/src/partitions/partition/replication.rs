@@ -131,6 +131,15 @@ impl Partition {
         leader_epoch: LeaderEpoch,
         fetched: Fetched,
     ) -> Result<Option<Offset>, PartitionError> {
+        self.apply_fetched_to_log(leader_epoch, fetched)
+            .map_err(|e| self.disk_noted(e))
+    }
+
+    fn apply_fetched_to_log(
+        &self,
+        leader_epoch: LeaderEpoch,
+        fetched: Fetched,
+    ) -> Result<Option<Offset>, PartitionError> {
         let role = self.role();
         if role.leader || role.leader_epoch != leader_epoch {
             return Ok(None); // the role changed while the fetch was out: drop the answer
