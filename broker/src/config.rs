@@ -4,7 +4,8 @@
 //! Keys (TOML name; environment `KEEL_` + upper case; flag `--` + dashes):
 //! `node_id`, `roles` (`broker`, `controller` or `broker,controller`), `listen` (client gRPC),
 //! `internal_listen` (Raft, controller and replication traffic), `http_listen` (metrics and
-//! health), `data_dir`, `controller_voters` (`1@host:port,2@host:port,...`), `rack`,
+//! health), `data_dir`, `controller_voters` (`1@host:port,2@host:port,...`),
+//! `controller_join`, `rack`,
 //! `broker_session_timeout_ms`, `broker_heartbeat_interval_ms`, `replica_lag_time_max_ms`,
 //! `advertised_host`, `producer_id_expiration_ms`, `group_session_timeout_ms`,
 //! `group_heartbeat_interval_ms`, `offsets_topic_num_partitions`,
@@ -29,7 +30,7 @@ use figment::{Figment, Provider};
 use serde::{Deserialize, Serialize};
 
 /// Every key of the config, as written in TOML (and, upper-cased, after `KEEL_`).
-pub const KEYS: [&str; 28] = [
+pub const KEYS: [&str; 29] = [
     "node_id",
     "roles",
     "listen",
@@ -37,6 +38,7 @@ pub const KEYS: [&str; 28] = [
     "http_listen",
     "data_dir",
     "controller_voters",
+    "controller_join",
     "rack",
     "broker_session_timeout_ms",
     "broker_heartbeat_interval_ms",
@@ -76,6 +78,9 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// The controller quorum's voters and their internal addresses.
     pub controller_voters: Voters,
+    /// A controller that is not among `controller_voters`: it starts empty and waits until
+    /// `keel quorum add-voter` adds it (KIP-853's new controller).
+    pub controller_join: bool,
     /// Rack (or zone) for rack-aware replica placement.
     pub rack: Option<String>,
     /// A broker without a heartbeat for this long is fenced (Kafka's
@@ -147,6 +152,7 @@ impl Default for Config {
             http_listen: SocketAddr::from(([127, 0, 0, 1], 9294)),
             data_dir: PathBuf::from("data"),
             controller_voters: Voters::default(),
+            controller_join: false,
             rack: None,
             broker_session_timeout_ms: 9000,
             broker_heartbeat_interval_ms: 2000,
@@ -319,6 +325,14 @@ pub enum ConfigError {
     DuplicateVoter { id: u32 },
     #[error("controller_voters: must name at least one voter (id@host:port)")]
     NoVoters,
+    #[error(
+        "controller_voters: node {node_id} has the controller role but is not a voter; set \
+         controller_join = true to start it as a new controller that waits for \
+         `keel quorum add-voter`"
+    )]
+    ControllerNotVoter { node_id: u32 },
+    #[error("controller_join: node {node_id} is among controller_voters already")]
+    JoinButVoter { node_id: u32 },
     #[error("data_dir: must not be empty")]
     EmptyDataDir,
     #[error("{a} and {b} must differ, both are {addr}")]
@@ -449,6 +463,17 @@ impl Config {
         }
         if self.controller_voters.0.is_empty() {
             return Err(ConfigError::NoVoters);
+        }
+        let listed = self.controller_voters.0.contains_key(&self.node_id);
+        if self.roles.is_controller() && !listed && !self.controller_join {
+            return Err(ConfigError::ControllerNotVoter {
+                node_id: self.node_id,
+            });
+        }
+        if self.controller_join && listed {
+            return Err(ConfigError::JoinButVoter {
+                node_id: self.node_id,
+            });
         }
         let listeners = [
             ("listen", self.listen),
@@ -723,6 +748,20 @@ mod tests {
                     ..Config::dev()
                 },
                 "controller_voters",
+            ),
+            (
+                Config {
+                    node_id: 7,
+                    ..Config::dev()
+                },
+                "not a voter",
+            ),
+            (
+                Config {
+                    controller_join: true,
+                    ..Config::dev()
+                },
+                "among controller_voters already",
             ),
             (
                 Config {

@@ -4,9 +4,10 @@
 //! Bootstrap: a voter whose Raft state is empty initializes the quorum with the configured
 //! voters. Every voter does this at its first start, which openraft allows when the membership
 //! is the same everywhere (the election decides; no split brain). A node that has state never
-//! initializes again, so a restart keeps what was committed. A controller that is not among
-//! the configured voters starts empty and waits: `keel quorum add-voter` makes the active
-//! controller add it as a learner, catch it up, then make it a voter.
+//! initializes again, so a restart keeps what was committed. A controller started with
+//! `controller_join` (not among the configured voters) starts empty and waits: `keel quorum
+//! add-voter` makes the active controller add it as a learner, catch it up, then make it a
+//! voter.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
@@ -76,13 +77,10 @@ pub async fn start(config: &Config) -> Result<(ControllerNode, CommitIndex), Quo
         .is_initialized()
         .await
         .map_err(|e| QuorumError::Initialize(e.to_string()))?;
-    let listed = config.controller_voters.0.contains_key(&config.node_id);
-    if !initialized && !listed {
-        tracing::info!(
-            "not among controller_voters: waiting to be added with `keel quorum add-voter`"
-        );
+    if !initialized && config.controller_join {
+        tracing::info!("controller_join: waiting to be added with `keel quorum add-voter`");
     }
-    if !initialized && listed {
+    if !initialized && !config.controller_join {
         let voters: BTreeMap<NodeId, BasicNode> = config
             .controller_voters
             .0

@@ -281,6 +281,7 @@ impl TestCluster {
             .arg("--controller-voters")
             .arg(voters)
             .args(&spec.args)
+            .env("KEEL_CONTROLLER_JOIN", node.spare.to_string())
             .env(
                 "KEEL_BROKER_SESSION_TIMEOUT_MS",
                 spec.session_timeout_ms.to_string(),
