@@ -727,6 +727,13 @@ async fn assert_acked_present(
     partitions: i32,
     acked: &BTreeMap<(i32, i64), Bytes>,
 ) {
+    // Ready means registered in this run with the image past the registration: before that
+    // a restarted node may still serve from the image it had (leader, then no leader while
+    // it replays its own fencing).
+    eventually(READY, "node 1 ready", async || {
+        (crate::t10_quorum::http_status(c.node(1).http, "/readyz").await == Some(200)).then_some(())
+    })
+    .await;
     wait_serving(c, 1, topic, partitions).await;
     for p in 0..partitions {
         let got: BTreeMap<i64, Bytes> = fetch_all(c, 1, topic, p)

@@ -1,8 +1,8 @@
 //! Elastic cluster on real `keeld` processes, driven through the `keel` binary: a fourth
 //! broker joins and a topic is reassigned onto it under acks=all load; a broker is
 //! decommissioned under load; the active controller is killed in the middle of a throttled
-//! reassignment; a controller voter is replaced while metadata writes go on; leaders return
-//! to their preferred replicas on their own. Every run under load ends with the workload
+//! reassignment; a throttled reassignment is cancelled; a controller voter is replaced while
+//! metadata writes go on; leaders return to their preferred replicas on their own. Every run under load ends with the workload
 //! checker (every acknowledged record once, at its offset, in producer order).
 
 use std::collections::BTreeMap;
@@ -305,6 +305,65 @@ async fn a_throttled_reassignment_finishes_after_the_active_controller_is_killed
     assert_eq!(read["records"], records, "{read}");
     let offsets = k.json(&["offsets", "big"]);
     assert_eq!(offsets["partitions"][0]["latest"], records, "{offsets}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_cancelled_reassignment_returns_to_the_original_replicas() {
+    let c = TestCluster::start(Spec {
+        brokers: 1,
+        env: vec![(
+            "KEEL_REASSIGNMENT_THROTTLE_BYTES_PER_SEC".into(),
+            "32768".into(),
+        )],
+        ..Spec::default()
+    });
+    wait_unfenced(&c, 1, &[1, 2, 3, 4]).await;
+    let k = cli(&c, &[1, 2, 3]);
+    k.ok(&["topic", "create", "slow", "-p", "1", "-r", "2"]);
+    let original = eventually(READY, "partition 0 of slow", async || {
+        layout(&c, 1, "slow").await.remove(&0)
+    })
+    .await;
+    k.ok(&[
+        "bench",
+        "produce",
+        "--topic",
+        "slow",
+        "--records",
+        "1000",
+        "--record-size",
+        "1024",
+    ]);
+    let free: Vec<i32> = (1..=4).filter(|b| !original.contains(b)).collect();
+    let plan = serde_json::json!({"version": 1, "partitions": [
+        {"topic": "slow", "partition": 0, "replicas": free}]});
+    let plan_file = c.dir().join("slow-plan.json");
+    std::fs::write(&plan_file, plan.to_string()).expect("write plan");
+    let plan_file = plan_file.to_str().expect("path").to_owned();
+    k.ok(&["partition", "reassign", "--execute", &plan_file]);
+    let moving = layout(&c, 1, "slow").await[&0].clone();
+    assert_eq!(
+        moving.len(),
+        4,
+        "target and original replicas together: {moving:?}"
+    );
+
+    let again = k.json(&["partition", "reassign", "--execute", &plan_file]);
+    assert_eq!(
+        again[0]["error"]["code"], "REASSIGNMENT_IN_PROGRESS",
+        "{again}"
+    );
+    let cancelled = k.json(&["partition", "reassign", "--cancel", &plan_file]);
+    assert!(cancelled[0]["error"].is_null(), "{cancelled}");
+    let mut back = layout(&c, 1, "slow").await[&0].clone();
+    back.sort();
+    let mut want = original.clone();
+    want.sort();
+    assert_eq!(back, want, "the original replicas, and only them");
+    let status = k.json(&["partition", "reassign", "--status"]);
+    assert_eq!(status["in_progress"], serde_json::json!([]), "{status}");
+    let read = k.json(&["bench", "consume", "--topic", "slow", "--records", "1000"]);
+    assert_eq!(read["records"], 1000, "{read}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
