@@ -129,6 +129,13 @@ fn next_after(err: &Error) -> Next {
     }
 }
 
+/// Whether a topic's creation was refused because the controller moved.
+fn not_controller(t: &CreatedTopic) -> bool {
+    t.error
+        .as_ref()
+        .is_some_and(|e| e.code == pb::ErrorCode::NotController)
+}
+
 /// Partitions by topic name, as the wire lists them.
 pub(crate) fn topic_partitions(topics: &[(String, Vec<i32>)]) -> Vec<pb::TopicPartitions> {
     topics
@@ -263,7 +270,39 @@ impl AdminClient {
     /// Creates topics (the controller places their replicas). Returns one outcome per topic,
     /// each with its own error; `Err` only when the request as a whole failed. With
     /// `validate_only` the server checks everything and creates nothing.
+    ///
+    /// A topic refused with `NOT_CONTROLLER` (the controller changed while it was being
+    /// created) is sent again, within the same retry budget, as Kafka's admin client does.
     pub async fn create_topics(
+        &self,
+        topics: &[NewTopic],
+        validate_only: bool,
+    ) -> Result<Vec<CreatedTopic>, Error> {
+        let mut outcomes = self.create_topics_once(topics, validate_only).await?;
+        for retry in 0..self.options.retries {
+            let again: Vec<NewTopic> = topics
+                .iter()
+                .filter(|t| {
+                    outcomes
+                        .iter()
+                        .any(|o| o.name == t.name && not_controller(o))
+                })
+                .cloned()
+                .collect();
+            if again.is_empty() {
+                break;
+            }
+            tokio::time::sleep(self.options.backoff_for(retry)).await;
+            for o in self.create_topics_once(&again, validate_only).await? {
+                if let Some(slot) = outcomes.iter_mut().find(|x| x.name == o.name) {
+                    *slot = o;
+                }
+            }
+        }
+        Ok(outcomes)
+    }
+
+    async fn create_topics_once(
         &self,
         topics: &[NewTopic],
         validate_only: bool,
