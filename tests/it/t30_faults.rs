@@ -210,7 +210,7 @@ async fn check_group_run(
         workload::check_group(histories, &h, logs).unwrap_or_else(|e| panic!("group: {e}"));
     eprintln!(
         "group: {delivered} deliveries checked against the log, every acknowledged record \
-         delivered; {samples} commit samples, none backward; {} retriable poll errors",
+         delivered; {samples} commit samples, no commit lost by the end; {} retriable poll errors",
         h.retried
     );
 }
