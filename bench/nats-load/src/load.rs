@@ -177,8 +177,7 @@ pub async fn produce(servers: &[String], args: &ProduceArgs) -> Result<BenchResu
     let start = Instant::now();
     let mut runs = Vec::new();
     for (i, js) in contexts.into_iter().enumerate() {
-        let count = args.records / publishers
-            + if i == 0 { args.records % publishers } else { 0 };
+        let count = args.records / publishers + if i == 0 { args.records % publishers } else { 0 };
         let (subject, value, window) = (args.subject.clone(), value.clone(), args.window);
         runs.push(tokio::spawn(async move {
             run_publisher(js, subject, value, (count, window, interval)).await

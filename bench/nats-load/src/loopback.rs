@@ -33,7 +33,9 @@ pub fn run(args: &LoopbackArgs) -> Result<BenchResult> {
         }
         Ok(())
     });
-    let (mut socket, _) = listener.accept().context("accepting the loopback connection")?;
+    let (mut socket, _) = listener
+        .accept()
+        .context("accepting the loopback connection")?;
     let mut buffer = vec![0_u8; CHUNK];
     let mut received = 0u64;
     loop {
