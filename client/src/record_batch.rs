@@ -160,14 +160,24 @@ pub(crate) fn encode_with(
     let base_timestamp = first.timestamp;
     let max_timestamp = records.iter().map(|r| r.timestamp).max().unwrap_or(0);
 
-    let mut raw = Vec::new();
-    for (delta, r) in records.iter().enumerate() {
-        write_record(&mut raw, delta as i32, r.timestamp - base_timestamp, r)?;
-    }
-
-    let mut out = Vec::with_capacity(HEADER_LEN + raw.len() / 2 + 64);
+    // Sized once, so that neither buffer grows (and copies itself) record by record.
+    let estimate: usize = records.iter().map(estimated_len).sum();
+    let mut out = Vec::with_capacity(HEADER_LEN + estimate);
     out.resize(HEADER_LEN, 0);
-    compress(codec, &raw, &mut out)?;
+    let write_all = |buf: &mut Vec<u8>| -> io::Result<()> {
+        for (delta, r) in records.iter().enumerate() {
+            write_record(buf, delta as i32, r.timestamp - base_timestamp, r)?;
+        }
+        Ok(())
+    };
+    if codec == Compression::None {
+        // Uncompressed records go straight after the header: one copy of each value.
+        write_all(&mut out)?;
+    } else {
+        let mut raw = Vec::with_capacity(estimate);
+        write_all(&mut raw)?;
+        compress(codec, &raw, &mut out)?;
+    }
     let batch_length = i32::try_from(out.len() - LOG_OVERHEAD)
         .map_err(|_| io::Error::other("batch over 2 GiB"))?;
 
@@ -203,21 +213,59 @@ fn write_record(
     timestamp_delta: i64,
     r: &BatchRecord,
 ) -> io::Result<()> {
-    let mut body = Vec::with_capacity(32);
-    body.push(0); // record attributes: unused in v2
-    put_varlong(&mut body, timestamp_delta);
-    put_varlong(&mut body, i64::from(offset_delta));
-    put_bytes_field(&mut body, r.key.as_deref())?;
-    put_bytes_field(&mut body, r.value.as_deref())?;
-    put_varlong(&mut body, r.headers.len() as i64);
-    for h in &r.headers {
-        put_bytes_field(&mut body, Some(h.key.as_bytes()))?;
-        put_bytes_field(&mut body, h.value.as_deref())?;
-    }
-    let len = i32::try_from(body.len()).map_err(|_| io::Error::other("record over 2 GiB"))?;
+    // The length prefix comes first, so the body's length is computed rather than the body
+    // built in a temporary buffer and copied (a copy of every value, and reallocations).
+    let body_len = 1
+        + varlong_len(timestamp_delta)
+        + varlong_len(i64::from(offset_delta))
+        + field_len(r.key.as_deref())
+        + field_len(r.value.as_deref())
+        + varlong_len(r.headers.len() as i64)
+        + r.headers
+            .iter()
+            .map(|h| field_len(Some(h.key.as_bytes())) + field_len(h.value.as_deref()))
+            .sum::<usize>();
+    let len = i32::try_from(body_len).map_err(|_| io::Error::other("record over 2 GiB"))?;
     put_varlong(out, i64::from(len));
-    out.extend_from_slice(&body);
+    let start = out.len();
+    out.push(0); // record attributes: unused in v2
+    put_varlong(out, timestamp_delta);
+    put_varlong(out, i64::from(offset_delta));
+    put_bytes_field(out, r.key.as_deref())?;
+    put_bytes_field(out, r.value.as_deref())?;
+    put_varlong(out, r.headers.len() as i64);
+    for h in &r.headers {
+        put_bytes_field(out, Some(h.key.as_bytes()))?;
+        put_bytes_field(out, h.value.as_deref())?;
+    }
+    debug_assert_eq!(
+        out.len() - start,
+        body_len,
+        "record length computed wrongly"
+    );
     Ok(())
+}
+
+/// A record's encoded size give or take a few bytes: enough to size the batch buffer.
+fn estimated_len(r: &BatchRecord) -> usize {
+    let fields = r.key.as_ref().map_or(0, Bytes::len) + r.value.as_ref().map_or(0, Bytes::len);
+    let headers: usize = r
+        .headers
+        .iter()
+        .map(|h| h.key.len() + h.value.as_ref().map_or(0, Bytes::len) + 10)
+        .sum();
+    fields + headers + 24
+}
+
+/// Bytes of `put_varlong(v)`.
+fn varlong_len(v: i64) -> usize {
+    let z = ((v << 1) ^ (v >> 63)) as u64;
+    (64 - (z | 1).leading_zeros() as usize).div_ceil(7)
+}
+
+/// Bytes of `put_bytes_field(b)`.
+fn field_len(b: Option<&[u8]>) -> usize {
+    b.map_or(1, |b| varlong_len(b.len() as i64) + b.len())
 }
 
 /// A length-prefixed byte field: the length as a varint (-1 for null), then the bytes.
@@ -295,6 +343,28 @@ mod tests {
             key: key.map(|k| Bytes::copy_from_slice(k.as_bytes())),
             value: value.map(|v| Bytes::copy_from_slice(v.as_bytes())),
             headers,
+        }
+    }
+
+    #[test]
+    fn varint_lengths_match_what_is_written() {
+        for v in [
+            0,
+            1,
+            -1,
+            63,
+            -64,
+            64,
+            -65,
+            8191,
+            8192,
+            i64::from(i32::MAX),
+            i64::MIN,
+            i64::MAX,
+        ] {
+            let mut out = Vec::new();
+            put_varlong(&mut out, v);
+            assert_eq!(varlong_len(v), out.len(), "{v}");
         }
     }
 

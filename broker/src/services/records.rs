@@ -107,13 +107,14 @@ pub fn stamp_append_time(batches: Vec<Bytes>, now: i64) -> Result<Vec<Bytes>, Pa
 /// LogAppendTime batch's records carry its append time. Returns the records and the offset
 /// after the last batch.
 pub fn consumer_records(
-    stored: &[u8],
+    stored: &Bytes,
     from: Offset,
 ) -> Result<(Vec<pb::ConsumerRecord>, Option<Offset>), PartitionError> {
     let mut records = Vec::new();
     let mut next = None;
     for one in batch::split(stored) {
-        let decoded = batch::decode(one?)?;
+        // Record values share the read buffer instead of being copied out of it.
+        let decoded = batch::decode_shared(&stored.slice_ref(one?))?;
         next = Some(decoded.header.last_offset() + 1);
         if decoded.header.is_control() {
             continue;

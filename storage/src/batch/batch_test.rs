@@ -369,6 +369,9 @@ fn check_round_trip(
     prop_assert_eq!(header.total_len(), buf.len());
 
     let decoded = decode(buf).map_err(|e| TestCaseError::fail(e.to_string()))?;
+    let shared = decode_shared(&Bytes::copy_from_slice(buf))
+        .map_err(|e| TestCaseError::fail(e.to_string()))?;
+    prop_assert_eq!(&shared, &decoded, "decode_shared reads what decode reads");
     prop_assert_eq!(decoded.header, header);
     prop_assert_eq!(decoded.records.len(), input.len());
     for (i, (got, want)) in decoded.records.iter().zip(input).enumerate() {
