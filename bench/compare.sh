@@ -211,6 +211,10 @@ nats_produce() { # subject, record size, records, [extra args]
 }
 
 record() { # round, workload, system, JSON result
+    if [[ -z "$4" ]]; then
+        log "round $1 $2 $3: no result (the command failed; see its message above)"
+        return 0
+    fi
     printf '{"round":%d,"workload":"%s","system":"%s","result":%s}\n' "$1" "$2" "$3" "$4" >>"$raw"
     log "round $1 $2 $3: $(sed -E 's/.*"records_per_s": *([0-9.]+).*"mb_per_s": *([0-9.]+).*"p99": *([0-9.]+).*/\1 rec\/s, \2 MB\/s, p99 \3 ms/' <<<"$4")"
 }

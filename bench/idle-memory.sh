@@ -41,14 +41,17 @@ k() { "$keel_bin" --bootstrap 127.0.0.1:9292,127.0.0.1:9392,127.0.0.1:9492 "$@";
 
 # "rss_proc_mib/rss_metrics_mib" of each node, as a JSON list.
 rss() {
-    local n pid proc metric out=()
+    local n pid proc metric logs fds out=()
     for n in 1 2 3; do
         pid="$(cat "$KEEL_LOCAL_DIR/node-$n.pid")"
         proc="$(awk '/^VmRSS:/ {printf "%.1f", $2 / 1024}' "/proc/$pid/status")"
         metric="$(timeout 5 bash -c "exec 3<>/dev/tcp/127.0.0.1/$((9194 + 100 * n)) &&
             printf 'GET /metrics HTTP/1.0\r\nHost: keel\r\n\r\n' >&3 && cat <&3" |
             awk '/^keel_process_resident_memory_bytes / {printf "%.1f", $2 / 1048576}')"
-        out+=("{\"node\":$n,\"rss_mib\":$proc,\"metrics_rss_mib\":${metric:-null}}")
+        # The partition folders and open files show that the replicas are really open.
+        logs="$(find "$KEEL_LOCAL_DIR/node-$n" -mindepth 1 -maxdepth 3 -type d -name '*-[0-9]*' | wc -l)"
+        fds="$(find "/proc/$pid/fd" -mindepth 1 | wc -l)"
+        out+=("{\"node\":$n,\"rss_mib\":$proc,\"metrics_rss_mib\":${metric:-null},\"partition_dirs\":$logs,\"open_files\":$fds}")
     done
     local IFS=,
     echo "[${out[*]}]"

@@ -43,7 +43,12 @@ def load(path):
     with open(path) as f:
         for line in f:
             if line.strip():
-                row = json.loads(line)
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError:
+                    # A workload that failed leaves an empty result: report the others.
+                    print(f"report.py: skipped a broken result: {line.strip()[:120]}", file=sys.stderr)
+                    continue
                 runs.setdefault((row["workload"], row["system"]), {})[row["round"]] = row["result"]
     return runs
 

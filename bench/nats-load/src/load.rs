@@ -352,7 +352,11 @@ fn now_us() -> u64 {
 pub async fn e2e(servers: &[String], args: &E2eArgs) -> Result<BenchResult> {
     let js = jetstream::new(connect(servers, 0).await?);
     let consumer = pull_consumer(&js, &args.stream, consumer::DeliverPolicy::New).await?;
-    let mut messages = consumer.stream().messages().await?;
+    let mut messages = consumer
+        .stream()
+        .max_messages_per_batch(10_000)
+        .messages()
+        .await?;
     let publisher = jetstream::new(connect(servers, 1).await?);
     let sender = tokio::spawn(send_timestamped(
         publisher,
@@ -360,11 +364,17 @@ pub async fn e2e(servers: &[String], args: &E2eArgs) -> Result<BenchResult> {
         (args.records, args.record_size as usize, args.rate),
     ));
     let idle = Duration::from_millis(args.timeout_ms);
+    // A consumer that trickles (one message every few seconds) must not hold the run
+    // forever: stop at the send time plus twice the idle limit and count what is missing.
+    let deadline = tokio::time::Instant::now()
+        + Duration::from_secs_f64(args.records as f64 / args.rate.max(1) as f64)
+        + 2 * idle;
     let mut latency = histogram();
     let (mut records, mut bytes) = (0u64, 0u64);
     let start = Instant::now();
     while records < args.records {
-        let next = tokio::time::timeout(idle, messages.next()).await;
+        let wait = idle.min(deadline.saturating_duration_since(tokio::time::Instant::now()));
+        let next = tokio::time::timeout(wait, messages.next()).await;
         let Ok(Some(message)) = next else { break };
         let message = message.map_err(|e| anyhow!("{e}"))?;
         let arrived = now_us();
@@ -380,7 +390,13 @@ pub async fn e2e(servers: &[String], args: &E2eArgs) -> Result<BenchResult> {
         bytes += message.payload.len() as u64;
     }
     let elapsed = start.elapsed();
-    sender.await.context("the publisher task failed")??;
+    match tokio::time::timeout(idle, sender).await {
+        Ok(joined) => joined.context("the publisher task failed")??,
+        Err(_) => eprintln!("e2e: the publisher had not finished {idle:?} after the consumer"),
+    }
+    if records < args.records {
+        eprintln!("e2e: {} of {} messages arrived", records, args.records);
+    }
     let counts = (records, args.records.saturating_sub(records), bytes);
     Ok(result(
         ("e2e", &args.subject, "end_to_end"),
