@@ -518,11 +518,16 @@ impl ControllerNode {
     ) -> Result<crate::image::PartitionState> {
         self.write(|img| {
             let change = controller::alter_partition(img, &req)?;
-            // The ISR change may complete a reassignment: commit that in the same entry.
-            let mut next = img.clone();
-            let _ = next.apply(img.offset + 1, &change);
+            let moving = img
+                .partition(req.topic_id, req.partition)
+                .is_some_and(|p| p.is_reassigning());
             let mut records = vec![change];
-            records.extend(reassign::completion(&next, req.topic_id, req.partition));
+            if moving {
+                // The ISR change may complete the reassignment: commit that in the same entry.
+                let mut next = img.clone();
+                let _ = next.apply(img.offset + 1, &records[0]);
+                records.extend(reassign::completion(&next, req.topic_id, req.partition));
+            }
             Ok((records, ()))
         })
         .await?;

@@ -266,6 +266,9 @@ fn replica_counts(image: &MetadataImage) -> BTreeMap<BrokerId, usize> {
 /// replica any more.
 pub fn decommission_steps(image: &MetadataImage) -> Vec<Record> {
     let mut out = Vec::new();
+    if image.decommissioning.is_empty() {
+        return out;
+    }
     let mut counts = replica_counts(image);
     for broker in image.decommissioning.iter().copied() {
         let mut holds_any = false;
