@@ -163,6 +163,22 @@ async fn live_brokers(c: &ControllerNode, n: BrokerId) -> BTreeMap<BrokerId, Bro
     epochs
 }
 
+/// Heartbeats the given brokers every 200 ms until the returned task is aborted.
+fn keep_alive(
+    c: &ControllerNode,
+    epochs: BTreeMap<BrokerId, BrokerEpoch>,
+) -> tokio::task::JoinHandle<()> {
+    let c = c.clone();
+    tokio::spawn(async move {
+        loop {
+            for (&id, &epoch) in &epochs {
+                let _ = c.heartbeat(beat(id, epoch, false)).await;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+}
+
 async fn wait_state(c: &ControllerNode, id: BrokerId, want: BrokerState) {
     let mut view = c.view().clone();
     view.wait_until(WAIT, |img| {
@@ -221,7 +237,9 @@ async fn writes_go_through_the_active_controller_and_others_point_to_it() {
 async fn refused_requests_change_nothing() {
     let q = Quorum::start().await;
     let active = q.active(None).await;
-    live_brokers(&active, 2).await;
+    let epochs = live_brokers(&active, 2).await;
+    // A slow machine could otherwise fence the brokers mid-test, which writes a record.
+    let keeper = keep_alive(&active, epochs);
     active
         .create_topic(topic("t", 1, 2), false)
         .await
@@ -253,6 +271,7 @@ async fn refused_requests_change_nothing() {
         .await
         .expect("valid");
     let after = active.view().current();
+    keeper.abort();
     assert_eq!(after.topics, before.topics);
     assert_eq!(after.offset, before.offset);
 }
@@ -302,16 +321,7 @@ async fn silent_broker_is_fenced_and_unfenced_when_it_returns() {
         .expect("create");
 
     // Broker 1 keeps heartbeating; broker 2 goes silent.
-    let keeper = {
-        let active = active.clone();
-        let epoch = epochs[&1];
-        tokio::spawn(async move {
-            loop {
-                let _ = active.heartbeat(beat(1, epoch, false)).await;
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        })
-    };
+    let keeper = keep_alive(&active, BTreeMap::from([(1, epochs[&1])]));
     wait_state(&active, 2, BrokerState::Fenced).await;
     let img = active.view().current();
     assert_eq!(img.brokers[&1].state, BrokerState::Unfenced);
