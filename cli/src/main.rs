@@ -19,7 +19,9 @@ fn main() -> ExitCode {
     };
     init_logging(args.verbose);
 
-    let runtime = match tokio::runtime::Builder::new_current_thread()
+    // Several threads, as a client application would run: `keel bench` and `keel consume`
+    // then receive from the brokers' connections while they decode.
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
     {

@@ -2,35 +2,41 @@
 //! ([`Position`]: beginning, end, offset or time), through a poll call or a stream.
 //!
 //! Partitions are assigned by the caller (a [`GroupConsumer`](crate::GroupConsumer) assigns
-//! them from its group). A poll sends one long-polling `Consumer.Fetch` per leader broker at
-//! once and returns as soon as one brings records (other answers already there are taken too; the calls still waiting are dropped,
-//! which costs nothing: a fetch moves no state on the broker). Records come back structured
-//! (the broker decompresses), below the high watermark only.
+//! them from its group). Each leader broker gets one long-polling `Consumer.Fetch` for the
+//! assigned partitions it leads that have no fetch under way. Records come back as the raw
+//! batches the broker stored (`RECORD_FORMAT_RECORD_BATCHES`), below the high watermark only,
+//! and are decoded here (`fetched.rs`: CRC check, decompression), as Kafka's consumer does, so
+//! the broker only reads and sends bytes.
 //!
-//! # Back-pressure
+//! # Prefetch and back-pressure
 //!
-//! Nothing is read ahead: a fetch is sent only inside [`Consumer::poll`] (or when the stream
-//! is polled), and one poll returns at most `max_bytes` per broker (`partition_max_bytes`
-//! per partition). A slow caller just polls less often.
+//! A poll takes every answer that has arrived, moves the positions past them, sends the next
+//! fetches at once, and only then decodes and returns the records: the brokers read the next
+//! data while this client decodes and while the caller handles the records (Kafka's
+//! prefetch). So at most one fetch per leader broker is under way between polls, holding at
+//! most `max_bytes` (`partition_max_bytes` per partition); nothing more is read ahead, and a
+//! slow caller just polls less often. A fetch answered for a partition whose position moved
+//! meanwhile (a seek, an unassign) is dropped.
 //!
 //! # Errors
 //!
-//! A moved leader or an unreachable broker (retriable) refreshes the metadata and the next
-//! poll goes to the new leader. A position out of range moves to the beginning or the end as
-//! [`ConsumerOptions::auto_offset_reset`] says (or fails the poll). Other errors fail the poll
-//! that meets them; records fetched in the same round are returned first, and the error by
-//! the next poll.
+//! A moved leader or an unreachable broker (retriable) refreshes the metadata, and the
+//! partition is fetched again from the new leader after `retry_backoff`. A position out of
+//! range moves to the beginning or the end as [`ConsumerOptions::auto_offset_reset`] says (or
+//! fails the poll). A batch that fails its CRC fails with `CORRUPT_RECORD` and the position
+//! stays before it. Other errors fail the poll that meets them; records fetched in the same
+//! round are returned first, and the error by the next poll.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures_util::stream::{FuturesUnordered, Stream, StreamExt};
-use futures_util::FutureExt;
+use futures_util::stream::Stream;
 use keel_proto::v1 as pb;
 use keel_proto::v1::consumer_client::ConsumerClient;
 use serde::Serialize;
+use tokio::task::JoinSet;
 use tracing::debug;
 
 use crate::pb_conv::api_error;
@@ -155,6 +161,30 @@ pub struct Consumer {
     assigned: BTreeMap<TopicPartition, Slot>,
     /// An error met while records were also returned, reported by the next poll.
     deferred: Option<Error>,
+    /// Fetches under way. They run as tasks so that they travel while the caller handles
+    /// the records of the last poll (Kafka's prefetch); dropping the consumer aborts them.
+    in_flight: JoinSet<Answer>,
+    /// Answers that arrived and are not taken yet.
+    ready: VecDeque<Answer>,
+    /// Partitions in a fetch under way, with the offset each was asked from.
+    fetching: BTreeMap<TopicPartition, i64>,
+    /// Partitions left out of fetches until the given time after a retriable error.
+    backoff: BTreeMap<TopicPartition, Instant>,
+}
+
+/// A fetch's answer, with what it asked.
+#[derive(Debug)]
+struct Answer {
+    asked: BTreeMap<TopicPartition, i64>,
+    generation: u64,
+    result: Result<pb::FetchResponse, Error>,
+}
+
+/// One partition's fetched batches, still to be decoded.
+struct Fetched {
+    tp: TopicPartition,
+    from: i64,
+    data: Bytes,
 }
 
 impl Consumer {
@@ -166,6 +196,10 @@ impl Consumer {
             options,
             assigned: BTreeMap::new(),
             deferred: None,
+            in_flight: JoinSet::new(),
+            ready: VecDeque::new(),
+            fetching: BTreeMap::new(),
+            backoff: BTreeMap::new(),
         })
     }
 
@@ -288,10 +322,12 @@ impl Consumer {
                 return Err(e);
             }
             self.resolve_seeks().await?;
-            let wait = deadline.saturating_duration_since(Instant::now());
-            let records = self.fetch_round(wait.min(self.options.max_wait)).await?;
-            if !records.is_empty() || Instant::now() >= deadline {
+            let records = self.take_ready().await?;
+            if !records.is_empty() {
                 return Ok(records);
+            }
+            if !self.next_answer(deadline).await? {
+                return Ok(Vec::new());
             }
         }
     }
@@ -492,51 +528,121 @@ impl Consumer {
             .collect())
     }
 
-    /// One fetch per leader at once, waiting `wait` at most; see the module doc.
-    async fn fetch_round(&mut self, wait: Duration) -> Result<Vec<ConsumerRecord>, Error> {
-        let positioned: Vec<(TopicPartition, i64)> = self
+    /// Sends a fetch to each leader for its positioned partitions that have none under way
+    /// and are not backing off after an error. Returns true when a partition has no known
+    /// leader (the metadata needs a refresh).
+    async fn send_fetches(&mut self) -> Result<bool, Error> {
+        let now = Instant::now();
+        self.backoff.retain(|_, until| *until > now);
+        let ready: Vec<TopicPartition> = self
             .assigned
             .iter()
-            .filter_map(|(tp, slot)| match slot {
-                Slot::At(o) => Some((tp.clone(), *o)),
-                Slot::Seek(_) => None,
+            .filter(|(tp, slot)| {
+                matches!(slot, Slot::At(_))
+                    && !self.fetching.contains_key(*tp)
+                    && !self.backoff.contains_key(*tp)
             })
+            .map(|(tp, _)| tp.clone())
             .collect();
-        if positioned.is_empty() {
-            tokio::time::sleep(wait).await;
-            return Ok(Vec::new());
-        }
-        let tps: Vec<TopicPartition> = positioned.iter().map(|(tp, _)| tp.clone()).collect();
-        let offsets: BTreeMap<TopicPartition, i64> = positioned.into_iter().collect();
         let generation = self.topology.generation();
-        let mut calls = FuturesUnordered::new();
         let mut stale = false;
-        for (route, group) in self.by_leader(&tps) {
+        for (route, group) in self.by_leader(&ready) {
             let Some(route) = route else {
                 stale = true;
+                self.back_off(&group);
                 continue;
             };
-            let request = self.fetch_request(&group, &offsets, wait).await?;
-            calls.push(fetch(route, request, wait + self.options.request_timeout));
-        }
-        let mut records = Vec::new();
-        while let Some(answer) = calls.next().await {
-            stale |= self.take_answer(answer, &mut records)?;
-            if !records.is_empty() {
-                // Take what else is there already; drop the calls still waiting.
-                while let Some(Some(answer)) = calls.next().now_or_never() {
-                    stale |= self.take_answer(answer, &mut records)?;
+            let asked: BTreeMap<TopicPartition, i64> = group
+                .into_iter()
+                .filter_map(|tp| {
+                    let offset = self.position(&tp)?;
+                    Some((tp, offset))
+                })
+                .collect();
+            let request = self.fetch_request(&asked).await?;
+            self.fetching.extend(asked.clone());
+            let deadline = self.options.max_wait + self.options.request_timeout;
+            self.in_flight.spawn(async move {
+                let result = fetch(route, request, deadline).await;
+                Answer {
+                    asked,
+                    generation,
+                    result,
                 }
-                break;
+            });
+        }
+        Ok(stale)
+    }
+
+    /// Keeps `tps` out of fetches for `retry_backoff`, so that a partition whose leader is
+    /// moving is not asked again and again.
+    fn back_off(&mut self, tps: &[TopicPartition]) {
+        let until = Instant::now() + self.options.retry_backoff;
+        for tp in tps {
+            self.backoff.insert(tp.clone(), until);
+        }
+    }
+
+    /// Waits until a fetch answers, or `until`. Returns false at `until`.
+    async fn next_answer(&mut self, until: Instant) -> Result<bool, Error> {
+        let next = match self.in_flight.is_empty() {
+            // Nothing under way (no leader known, or backing off): wait for the backoff.
+            true => {
+                let retry = Instant::now() + self.options.retry_backoff;
+                tokio::time::sleep_until(until.min(retry).into()).await;
+                return Ok(Instant::now() < until);
+            }
+            false => tokio::time::timeout_at(until.into(), self.in_flight.join_next()).await,
+        };
+        match next {
+            Err(_) => Ok(false),
+            Ok(None) => Ok(true),
+            Ok(Some(Ok(answer))) => {
+                self.ready.push_back(answer);
+                Ok(true)
+            }
+            Ok(Some(Err(e))) => Err(Error::Closed(match e.is_panic() {
+                true => "a fetch task panicked",
+                false => "a fetch task was cancelled",
+            })),
+        }
+    }
+
+    /// Takes every answer that has arrived: positions move to each partition's next fetch
+    /// offset, errors are handled, and the fetches for the new positions go out before the
+    /// records are decoded, so the brokers read the next data while this client decodes.
+    async fn take_ready(&mut self) -> Result<Vec<ConsumerRecord>, Error> {
+        while let Some(Ok(answer)) = self.in_flight.try_join_next() {
+            self.ready.push_back(answer);
+        }
+        let mut fetched = Vec::new();
+        let mut stale_since = None;
+        while let Some(answer) = self.ready.pop_front() {
+            let generation = answer.generation;
+            if self.take_answer(answer, &mut fetched)? {
+                stale_since = Some(stale_since.map_or(generation, |g: u64| g.min(generation)));
             }
         }
-        if stale {
+        let no_leader = self.send_fetches().await?;
+        if let Some(generation) = stale_since.or(no_leader.then(|| self.topology.generation())) {
             if let Err(e) = self.topology.refresh_after(generation).await {
                 debug!(error = %e, "metadata refresh failed");
             }
-            if records.is_empty() {
-                // The leader moved or its broker is unreachable: do not spin.
-                tokio::time::sleep(self.options.retry_backoff.min(wait)).await;
+        }
+        let mut records = Vec::new();
+        for f in fetched {
+            let decoded = crate::fetched::decode_into(
+                &f.tp.topic,
+                f.tp.partition,
+                &f.data,
+                f.from,
+                &mut records,
+            );
+            if let Err(e) = decoded {
+                // Back to before the bad data: the fetch just sent from past it is dropped
+                // when it answers, as its offset no longer matches.
+                self.assigned.insert(f.tp, Slot::At(f.from));
+                self.deferred.get_or_insert(Error::Api(e));
             }
         }
         Ok(records)
@@ -544,13 +650,11 @@ impl Consumer {
 
     async fn fetch_request(
         &self,
-        group: &[TopicPartition],
-        offsets: &BTreeMap<TopicPartition, i64>,
-        wait: Duration,
+        asked: &BTreeMap<TopicPartition, i64>,
     ) -> Result<pb::FetchRequest, Error> {
-        let mut topics: BTreeMap<&str, Vec<&TopicPartition>> = BTreeMap::new();
-        for tp in group {
-            topics.entry(&tp.topic).or_default().push(tp);
+        let mut topics: BTreeMap<&str, Vec<(&TopicPartition, i64)>> = BTreeMap::new();
+        for (tp, offset) in asked {
+            topics.entry(&tp.topic).or_default().push((tp, *offset));
         }
         let mut fetch_topics = Vec::with_capacity(topics.len());
         for (topic, tps) in topics {
@@ -560,9 +664,9 @@ impl Consumer {
             // and the next round refreshes the metadata.
             let partitions = tps
                 .into_iter()
-                .map(|tp| pb::FetchPartition {
+                .map(|(tp, offset)| pb::FetchPartition {
                     partition: tp.partition,
-                    fetch_offset: offsets[tp],
+                    fetch_offset: offset,
                     partition_max_bytes: self.options.partition_max_bytes,
                     current_leader_epoch: route
                         .leaders
@@ -581,26 +685,28 @@ impl Consumer {
             });
         }
         Ok(pb::FetchRequest {
-            max_wait_ms: i32::try_from(wait.as_millis()).unwrap_or(i32::MAX),
+            max_wait_ms: i32::try_from(self.options.max_wait.as_millis()).unwrap_or(i32::MAX),
             min_bytes: self.options.min_bytes,
             max_bytes: self.options.max_bytes,
             isolation_level: 0,
-            format: pb::RecordFormat::Records as i32,
+            format: pb::RecordFormat::RecordBatches as i32,
             topics: fetch_topics,
         })
     }
 
-    /// Takes one broker's fetch answer: records out, positions forward, errors handled.
-    /// Returns true when the metadata looks stale.
-    fn take_answer(
-        &mut self,
-        answer: Result<pb::FetchResponse, Error>,
-        records: &mut Vec<ConsumerRecord>,
-    ) -> Result<bool, Error> {
-        let response = match answer {
+    /// Takes one broker's fetch answer: positions forward, data out to be decoded, errors
+    /// handled. A partition whose position moved while the fetch was under way (a seek, an
+    /// unassign) is left out. Returns true when the metadata looks stale.
+    fn take_answer(&mut self, answer: Answer, fetched: &mut Vec<Fetched>) -> Result<bool, Error> {
+        for tp in answer.asked.keys() {
+            self.fetching.remove(tp);
+        }
+        let response = match answer.result {
             Ok(r) => r,
             Err(e) if e.is_retriable() => {
                 debug!(error = %e, "fetch failed");
+                let tps: Vec<TopicPartition> = answer.asked.into_keys().collect();
+                self.back_off(&tps);
                 return Ok(true);
             }
             Err(e) => return Err(e),
@@ -610,21 +716,27 @@ impl Consumer {
         for t in response.topics {
             for p in t.partitions {
                 let tp = TopicPartition::new(t.topic.clone(), p.partition);
-                if let Some(e) = api_error(p.error) {
-                    stale |= self.partition_failed(&tp, e);
+                let Some(&from) = answer.asked.get(&tp) else {
+                    continue;
+                };
+                if self.position(&tp) != Some(from) {
                     continue;
                 }
-                if let Some(pb::fetch_partition_response::Data::Records(batch)) = p.data {
-                    records.extend(
-                        batch
-                            .records
-                            .into_iter()
-                            .map(|r| ConsumerRecord::from_wire(&t.topic, p.partition, r)),
-                    );
+                if let Some(e) = api_error(p.error) {
+                    if self.partition_failed(&tp, e) {
+                        stale = true;
+                        self.back_off(std::slice::from_ref(&tp));
+                    }
+                    continue;
                 }
-                if let Some(slot) = self.assigned.get_mut(&tp) {
-                    *slot = Slot::At(p.next_fetch_offset);
+                if let Some(pb::fetch_partition_response::Data::RecordBatches(data)) = p.data {
+                    fetched.push(Fetched {
+                        tp: tp.clone(),
+                        from,
+                        data,
+                    });
                 }
+                self.assigned.insert(tp, Slot::At(p.next_fetch_offset));
             }
         }
         Ok(stale)

@@ -32,7 +32,8 @@
 //!   request) and the in-flight bookkeeping (up to five batches per partition in order,
 //!   idempotent sequences and epochs).
 //! - `consumer.rs` — [`Consumer`], [`ConsumerOptions`], [`Position`], [`OffsetReset`],
-//!   [`PartitionOffsets`].
+//!   [`PartitionOffsets`]: fetches under way between polls, positions, seeks.
+//! - `fetched.rs` — decoding of the raw batches a fetch returns (with `keel-batch`).
 //! - `group_consumer.rs` — [`GroupConsumer`], [`GroupOptions`], [`Subscription`]: a consumer
 //!   group member (heartbeats, cooperative reassignment, commits).
 //! - `groups.rs` — group administration on [`AdminClient`] ([`GroupListing`],
@@ -59,6 +60,7 @@ mod cluster;
 mod consumer;
 mod elastic;
 mod error;
+mod fetched;
 mod group_consumer;
 mod groups;
 mod partitioner;

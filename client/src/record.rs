@@ -185,28 +185,6 @@ pub struct ConsumerRecord {
     pub leader_epoch: i32,
 }
 
-impl ConsumerRecord {
-    pub(crate) fn from_wire(topic: &str, partition: i32, r: pb::ConsumerRecord) -> Self {
-        Self {
-            topic: topic.to_string(),
-            partition,
-            offset: r.offset,
-            timestamp: r.timestamp,
-            key: r.key,
-            value: r.value,
-            headers: r
-                .headers
-                .into_iter()
-                .map(|h| Header {
-                    key: h.key,
-                    value: h.value,
-                })
-                .collect(),
-            leader_epoch: r.leader_epoch,
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

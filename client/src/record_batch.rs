@@ -11,7 +11,7 @@
 //! file writes batches; the broker's `batch::validate` (CRC, header, codec) checks every one
 //! on arrival, and the integration tests round-trip every codec through a real broker.
 //!
-//! Layout (big-endian; see `storage/src/batch/mod.rs` for the field table): baseOffset 0,
+//! Layout (big-endian; see `batch/src/lib.rs` for the field table): baseOffset 0,
 //! batchLength, partitionLeaderEpoch -1, magic 2, CRC-32C of everything after it, attributes
 //! (codec in bits 0-2, CreateTime), lastOffsetDelta, base and max timestamps, producer id,
 //! epoch and base sequence -1 (not idempotent), record count, then the records, compressed

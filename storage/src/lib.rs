@@ -19,7 +19,7 @@
 //! - [`testing`]: the conformance suite every `OffsetIndex` passes.
 //! - [`config`], [`error`].
 
-pub mod batch;
+pub use keel_batch as batch;
 pub mod config;
 pub mod data_dir;
 pub mod epochs;

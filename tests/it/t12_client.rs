@@ -6,6 +6,7 @@
 //! (replication for RF > 1 is being built separately).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::os::unix::fs::FileExt;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -364,6 +365,103 @@ async fn acks_streams_and_refusals_on_one_node() {
     let mut other = consumer(&c, ConsumerOptions::default()).await;
     let err = other.assign_topic("no-such-topic").await.unwrap_err();
     assert_eq!(err.code_name(), "UNKNOWN_TOPIC_OR_PARTITION");
+
+    a_batch_corrupted_on_disk_fails_the_fetch_and_the_position_stays(&c).await;
+}
+
+/// The consumer checks the CRC of every batch it is served (the broker sends stored bytes as
+/// they are): one byte flipped in a segment file reaches it as CORRUPT_RECORD, the other
+/// partition's records still arrive, and the position does not move past the bad batch.
+async fn a_batch_corrupted_on_disk_fails_the_fetch_and_the_position_stays(c: &TestCluster) {
+    ready_topic(c, "crc", 2).await;
+    let options = ProducerOptions {
+        linger: Duration::from_millis(50),
+        ..ProducerOptions::default()
+    };
+    let p = producer(c, options).await;
+    for i in 0..10 {
+        let record = ProducerRecord::new("crc", format!("value {i}")).partition(i % 2);
+        p.send(record).await.unwrap();
+    }
+    p.flush().await.unwrap();
+    p.close().await;
+
+    let admin = AdminClient::connect(&bootstrap(c)).await.unwrap();
+    let meta = admin.metadata(&["crc".into()], false).await.unwrap();
+    let id = meta.topics[0].topic_id.expect("topic id");
+    let hex: String = id.0.iter().map(|b| format!("{b:02x}")).collect();
+    let segment = find_file(
+        c.data_dir(1),
+        &format!("{hex}-0"),
+        "00000000000000000000.log",
+    );
+    // In place, as a failing disk would: the broker's open file sees the flipped byte.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&segment)
+        .unwrap();
+    let last = file.metadata().unwrap().len() - 1;
+    let mut byte = [0u8];
+    file.read_exact_at(&mut byte, last).unwrap();
+    file.write_all_at(&[byte[0] ^ 0xff], last).unwrap();
+
+    let mut reader = consumer(c, ConsumerOptions::default()).await;
+    reader.assign_topic("crc").await.unwrap();
+    reader.seek_all(Position::Beginning);
+    let mut good = Vec::new();
+    let err = loop {
+        match reader.poll(POLL).await {
+            Ok(records) => good.extend(records),
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(err.code_name(), "CORRUPT_RECORD", "{err}");
+    assert!(err.to_string().contains("crc-0"), "{err}");
+    let tp0 = TopicPartition::new("crc", 0);
+    let before_bad = reader.position(&tp0).unwrap();
+    assert!(
+        before_bad < 5,
+        "position {before_bad} moved past the bad batch"
+    );
+    assert!(good
+        .iter()
+        .all(|r| r.partition == 1 || r.offset < before_bad));
+    // Asking again meets the same bad bytes: the error repeats and nothing moves.
+    let again = loop {
+        match reader.poll(POLL).await {
+            Ok(records) => assert!(records.is_empty(), "{records:?}"),
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(again.code_name(), "CORRUPT_RECORD", "{again}");
+    assert_eq!(reader.position(&tp0), Some(before_bad));
+    eventually(READY, "partition 1 read whole", async || {
+        good.extend(
+            reader
+                .poll(Duration::from_millis(100))
+                .await
+                .unwrap_or_default(),
+        );
+        (good.iter().filter(|r| r.partition == 1).count() == 5).then_some(())
+    })
+    .await;
+}
+
+/// The path of the file `name` inside a folder called `folder`, anywhere below `root`.
+fn find_file(root: &std::path::Path, folder: &str, name: &str) -> std::path::PathBuf {
+    let mut todo = vec![root.to_path_buf()];
+    while let Some(dir) = todo.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                todo.push(path);
+            } else if path.ends_with(format!("{folder}/{name}")) {
+                return path;
+            }
+        }
+    }
+    panic!("no {folder}/{name} below {}", root.display())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

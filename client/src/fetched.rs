@@ -1,0 +1,184 @@
+//! Decoding of fetched record batches. The consumer asks the broker for
+//! `RECORD_FORMAT_RECORD_BATCHES`, so the broker sends the stored bytes as they are (one
+//! `pread`, no per-record work) and the consumer does what Kafka's consumer does with them:
+//! check each batch's CRC, decompress, walk the records, leave out control batches and the
+//! records before the fetch offset (a batch is never split, so the first one may start
+//! earlier). Record keys and values of uncompressed batches share the received buffer.
+
+use bytes::Bytes;
+use keel_batch::{self as batch, TimestampType};
+
+use crate::{ApiError, ConsumerRecord, ErrorCode, Header};
+
+/// Appends the records at or after `from` held in `data` (whole v2 batches back to back) to
+/// `out`. A batch that fails its CRC or cannot be decoded fails the whole answer with
+/// `CORRUPT_RECORD`, so the caller's position stays before it.
+pub(crate) fn decode_into(
+    topic: &str,
+    partition: i32,
+    data: &Bytes,
+    from: i64,
+    out: &mut Vec<ConsumerRecord>,
+) -> Result<(), ApiError> {
+    let start = out.len();
+    for one in batch::split(data) {
+        let decoded = one
+            .and_then(|b| batch::decode_shared(&data.slice_ref(b)))
+            .map_err(|e| {
+                out.truncate(start);
+                corrupt(topic, partition, from, &e)
+            })?;
+        if decoded.header.is_control() {
+            continue;
+        }
+        let append_time = decoded.header.timestamp_type() == TimestampType::LogAppendTime;
+        let epoch = decoded.header.partition_leader_epoch;
+        out.extend(
+            decoded
+                .records
+                .into_iter()
+                .filter(|r| r.offset >= from)
+                .map(|r| ConsumerRecord {
+                    topic: topic.to_string(),
+                    partition,
+                    offset: r.offset,
+                    timestamp: match append_time {
+                        true => decoded.header.max_timestamp,
+                        false => r.timestamp,
+                    },
+                    key: r.key,
+                    value: r.value,
+                    headers: r
+                        .headers
+                        .into_iter()
+                        .map(|h| Header {
+                            key: h.key,
+                            value: h.value,
+                        })
+                        .collect(),
+                    leader_epoch: epoch,
+                }),
+        );
+    }
+    Ok(())
+}
+
+fn corrupt(topic: &str, partition: i32, from: i64, e: &batch::BatchError) -> ApiError {
+    ApiError::new(
+        ErrorCode::CorruptRecord,
+        format!("a record batch of {topic}-{partition} fetched from offset {from} is invalid: {e}"),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use batch::{BatchParams, Compression, NewRecord};
+
+    fn stored(base: i64, values: &[&str], codec: Compression) -> Vec<u8> {
+        let records: Vec<NewRecord> = values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| NewRecord {
+                timestamp: 1_000 + i as i64,
+                key: Some(Bytes::from(format!("k{i}"))),
+                value: Some(Bytes::copy_from_slice(v.as_bytes())),
+                headers: vec![batch::Header {
+                    key: "h".into(),
+                    value: None,
+                }],
+            })
+            .collect();
+        let params = BatchParams {
+            compression: codec,
+            ..BatchParams::default()
+        };
+        let mut b = batch::encode(&params, &records).unwrap().to_vec();
+        batch::set_base_offset(&mut b, base).unwrap();
+        batch::set_partition_leader_epoch(&mut b, 7).unwrap();
+        b
+    }
+
+    fn values(out: &[ConsumerRecord]) -> Vec<(i64, String)> {
+        out.iter()
+            .map(|r| {
+                let v = r.value.as_deref().unwrap_or_default();
+                (r.offset, String::from_utf8_lossy(v).into_owned())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn records_before_the_fetch_offset_are_left_out_in_every_codec() {
+        for codec in Compression::ALL {
+            let mut data = stored(10, &["a", "b", "c"], codec);
+            data.extend(stored(13, &["d"], codec));
+            let mut out = Vec::new();
+            decode_into("t", 2, &Bytes::from(data), 11, &mut out).unwrap();
+            assert_eq!(
+                values(&out),
+                vec![(11, "b".into()), (12, "c".into()), (13, "d".into())],
+                "{codec}"
+            );
+            let r = &out[0];
+            assert_eq!((r.topic.as_str(), r.partition, r.leader_epoch), ("t", 2, 7));
+            assert_eq!(r.key.as_deref(), Some(&b"k1"[..]));
+            assert_eq!(r.timestamp, 1_001);
+            assert_eq!(
+                r.headers,
+                vec![Header {
+                    key: "h".into(),
+                    value: None
+                }]
+            );
+        }
+    }
+
+    #[test]
+    fn control_batches_are_left_out() {
+        let control = BatchParams {
+            base_offset: 1,
+            is_control: true,
+            is_transactional: true,
+            producer_id: 5,
+            producer_epoch: 0,
+            base_sequence: 0,
+            ..BatchParams::default()
+        };
+        let marker = NewRecord {
+            timestamp: 0,
+            key: Some(Bytes::from_static(&[0, 0, 0, 0])),
+            value: Some(Bytes::from_static(&[0, 0, 0, 0, 0, 0])),
+            headers: vec![],
+        };
+        let mut data = stored(0, &["a"], Compression::None);
+        data.extend(batch::encode(&control, &[marker]).unwrap());
+        data.extend(stored(2, &["c"], Compression::None));
+        let mut out = Vec::new();
+        decode_into("t", 0, &Bytes::from(data), 0, &mut out).unwrap();
+        assert_eq!(values(&out), vec![(0, "a".into()), (2, "c".into())]);
+    }
+
+    #[test]
+    fn log_append_time_batches_give_every_record_the_append_time() {
+        let mut b = stored(0, &["a", "b"], Compression::None);
+        batch::set_log_append_time(&mut b, 99_000).unwrap();
+        let mut out = Vec::new();
+        decode_into("t", 0, &Bytes::from(b), 0, &mut out).unwrap();
+        assert!(out.iter().all(|r| r.timestamp == 99_000), "{out:?}");
+    }
+
+    #[test]
+    fn a_corrupt_batch_fails_the_answer_and_adds_nothing() {
+        let mut data = stored(0, &["a"], Compression::None);
+        let mut bad = stored(1, &["b"], Compression::None);
+        let last = bad.len() - 1;
+        bad[last] ^= 0xff;
+        data.extend(bad);
+        let mut out = Vec::new();
+        let e = decode_into("t", 0, &Bytes::from(data), 0, &mut out).unwrap_err();
+        assert_eq!(e.code, ErrorCode::CorruptRecord);
+        assert!(e.message.contains("t-0"), "{e}");
+        assert!(out.is_empty());
+    }
+}
