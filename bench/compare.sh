@@ -26,12 +26,9 @@
 # loopback, so that the fixed ports never meet another cluster or a test on this machine.
 set -euo pipefail
 
-if [[ " $* " == *" --own-netns "* && -z "${KEEL_BENCH_IN_NETNS:-}" ]]; then
-    args=()
-    for a in "$@"; do [[ "$a" == --own-netns ]] || args+=("$a"); done
-    export KEEL_BENCH_IN_NETNS=1
-    exec unshare --net -- bash -c 'ip link set lo up && exec "$0" "$@"' "$0" "${args[@]}"
-fi
+own_netns=""
+[[ " $* " == *" --own-netns "* && -z "${KEEL_BENCH_IN_NETNS:-}" ]] && own_netns=1
+all_args=("$@")
 
 root="$(cd "$(dirname "$0")/.." && pwd)"
 rounds=2
@@ -65,6 +62,7 @@ while (($#)); do
         keep_raw="${2:?--keep-raw needs a file}"
         shift 2
         ;;
+    --own-netns) shift ;;
     -h | --help) usage; exit 0 ;;
     *) echo "compare.sh: unknown argument '$1'" >&2; usage >&2; exit 2 ;;
     esac
@@ -105,6 +103,15 @@ nats_server() {
 }
 nats_bin="$(nats_server)"
 "$nats_bin" --version >&2
+
+# Into a namespace of our own only now: the tools above may need the network (PyPI,
+# crates.io), which the new namespace does not have.
+if [[ -n "$own_netns" ]]; then
+    args=()
+    for a in "${all_args[@]}"; do [[ "$a" == --own-netns ]] || args+=("$a"); done
+    export KEEL_BENCH_IN_NETNS=1 NATS_SERVER="$nats_bin" KEEL="$keel_bin"
+    exec unshare --net -- bash -c 'ip link set lo up && exec "$0" "$@"' "$0" "${args[@]}"
+fi
 
 # --- processes and cleanup --------------------------------------------------------------
 work="$(mktemp -d "${KEEL_BENCH_TMP:-/var/tmp}/keel-compare.XXXXXX")"
