@@ -14,7 +14,8 @@
 //! `num_partitions`, `default_replication_factor`, `min_insync_replicas`,
 //! `log_retention_ms`, `log_segment_bytes`, `auto_create_topics_enable`; replica moves and
 //! leader balance: `reassignment_throttle_bytes_per_sec`, `auto_leader_rebalance_enable`,
-//! `leader_imbalance_check_interval_ms`, `leader_imbalance_per_broker_percentage`.
+//! `leader_imbalance_check_interval_ms`, `leader_imbalance_per_broker_percentage`; bounds on
+//! what clients may hold: `max_connections`, `request_memory_bytes`.
 //!
 //! Library code never reads the environment: the binary hands [`Config::load`] the environment
 //! provider ([`Config::env`]), and tests hand it whatever they like.
@@ -30,7 +31,7 @@ use figment::{Figment, Provider};
 use serde::{Deserialize, Serialize};
 
 /// Every key of the config, as written in TOML (and, upper-cased, after `KEEL_`).
-pub const KEYS: [&str; 29] = [
+pub const KEYS: [&str; 31] = [
     "node_id",
     "roles",
     "listen",
@@ -60,6 +61,8 @@ pub const KEYS: [&str; 29] = [
     "auto_leader_rebalance_enable",
     "leader_imbalance_check_interval_ms",
     "leader_imbalance_per_broker_percentage",
+    "max_connections",
+    "request_memory_bytes",
 ];
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -140,6 +143,13 @@ pub struct Config {
     /// A broker's share, in percent, of the partitions it prefers to lead that others lead,
     /// above which they go back to it (Kafka's `leader.imbalance.per.broker.percentage`).
     pub leader_imbalance_per_broker_percentage: u32,
+    /// Client connections open at once; one more is closed at once (Kafka's
+    /// `max.connections`).
+    pub max_connections: u32,
+    /// Bytes that client requests in flight may hold in all: the messages being received or
+    /// handled and the data fetches read (Kafka's `queued.max.request.bytes`, but bounded by
+    /// default). Requests beyond it wait; a message larger than it is refused.
+    pub request_memory_bytes: u64,
 }
 
 impl Default for Config {
@@ -174,6 +184,8 @@ impl Default for Config {
             auto_leader_rebalance_enable: true,
             leader_imbalance_check_interval_ms: 300_000,
             leader_imbalance_per_broker_percentage: 10,
+            max_connections: 4096,
+            request_memory_bytes: 256 << 20,
         }
     }
 }
@@ -542,6 +554,18 @@ impl Config {
                 "0 to 100",
                 u64::from(self.leader_imbalance_per_broker_percentage),
                 0..=100,
+            ),
+            (
+                "max_connections",
+                "1 to 1000000",
+                u64::from(self.max_connections),
+                1..=1_000_000,
+            ),
+            (
+                "request_memory_bytes",
+                "65536 to 1099511627776",
+                self.request_memory_bytes,
+                65_536..=1 << 40,
             ),
         ])?;
         if let Some(rack) = &self.rack {

@@ -25,6 +25,7 @@
 //! "Status".
 
 pub mod config;
+pub mod connections;
 pub mod follower;
 pub mod groups;
 pub mod http;
@@ -35,6 +36,7 @@ pub mod partitions;
 pub mod producer_ids;
 pub mod quorum;
 pub mod replication;
+pub mod request_memory;
 pub mod services;
 pub mod topic_defaults;
 
@@ -61,10 +63,12 @@ use tracing::Instrument;
 
 pub use config::{Config, ConfigError};
 use partitions::PartitionManager;
+use request_memory::{RequestMemory, RequestMemoryLayer};
 use services::admin::AdminService;
 use services::cluster::ClusterService;
 use services::consumer::ConsumerService;
 use services::controller::ControllerService;
+use services::fetch_body::ConsumerRoutes;
 use services::groups::GroupsService;
 use services::producer::ProducerService;
 use services::replication::ReplicationService;
@@ -217,7 +221,11 @@ impl Node {
             spawn(serve_client(
                 shared.clone(),
                 broker,
-                client,
+                ClientListener {
+                    listener: client,
+                    max_connections: config.max_connections as usize,
+                    request_memory: RequestMemory::new(config.request_memory_bytes as usize),
+                },
                 listeners_rx.clone(),
             )),
             spawn(serve_internal(
@@ -445,6 +453,12 @@ fn incoming(listener: TcpListener) -> tonic::transport::server::TcpIncoming {
 
 /// Max gRPC message size: metadata of large clusters and record batches fit.
 const MAX_MESSAGE: usize = 64 << 20;
+/// Requests a client connection may have under way at once (HTTP/2 streams); more wait in
+/// the client.
+const STREAMS_PER_CONNECTION: u32 = 32;
+/// Bytes of a request body a client may send ahead of the broker reading it (HTTP/2 stream
+/// window).
+const STREAM_WINDOW: u32 = 512 << 10;
 
 /// What a broker serves to clients beyond admin and cluster metadata.
 struct BrokerServices {
@@ -469,10 +483,17 @@ fn offsets_topic_config(config: &Config) -> groups::coordinator::OffsetsTopicCon
     }
 }
 
+/// The client listener and the bounds on what its clients may hold.
+struct ClientListener {
+    listener: TcpListener,
+    max_connections: usize,
+    request_memory: Arc<RequestMemory>,
+}
+
 async fn serve_client(
     shared: Arc<Shared>,
     broker: Option<BrokerServices>,
-    listener: TcpListener,
+    client: ClientListener,
     stop: watch::Receiver<bool>,
 ) {
     // The data path is served by brokers only; a controller-only node answers UNIMPLEMENTED.
@@ -488,11 +509,19 @@ async fn serve_client(
     let admin = AdminService::new(shared.clone())
         .with_partitions(broker.as_ref().map(|b| b.partitions.clone()));
     let consumer = broker.map(|b| {
-        ConsumerServer::new(ConsumerService::new(shared.clone(), b.partitions))
-            .max_encoding_message_size(MAX_MESSAGE)
+        let service = ConsumerService::new(shared.clone(), b.partitions);
+        let generated = ConsumerServer::new(service.clone()).max_encoding_message_size(MAX_MESSAGE);
+        ConsumerRoutes::new(service, generated)
     });
     let span = tracing::Span::current();
+    // A request waiting for request memory keeps what it was sent of its body in HTTP/2's
+    // buffers, counted against the connection's window. With room in that window for a full
+    // stream window of every stream, the request being served always gets its data.
     let result = tonic::transport::Server::builder()
+        .max_concurrent_streams(STREAMS_PER_CONNECTION)
+        .initial_stream_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(STREAM_WINDOW * STREAMS_PER_CONNECTION)
+        .layer(RequestMemoryLayer::new(client.request_memory))
         .trace_fn(move |_| span.clone())
         .add_service(AdminServer::new(admin).max_decoding_message_size(MAX_MESSAGE))
         .add_service(
@@ -501,7 +530,10 @@ async fn serve_client(
         .add_optional_service(producer)
         .add_optional_service(consumer)
         .add_optional_service(groups)
-        .serve_with_incoming_shutdown(incoming(listener), stopped(stop))
+        .serve_with_incoming_shutdown(
+            connections::limited(client.listener, client.max_connections),
+            stopped(stop),
+        )
         .await;
     if let Err(e) = result {
         tracing::error!(error = %e, "client listener failed");

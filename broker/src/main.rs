@@ -8,6 +8,11 @@ use keel_broker::config::Flags;
 use keel_broker::logs::NodeTag;
 use keel_broker::{Config, Node};
 
+// jemalloc keeps freed fetch and request buffers for reuse; glibc returned them to the kernel,
+// so each new one faulted in zeroed pages (BENCHMARKS.md, backlog read).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Parser, Debug)]
 #[command(name = "keeld", version, about = "The Keel server")]
 struct Args {

@@ -6,6 +6,11 @@ use std::process::ExitCode;
 use clap::Parser;
 use keel_cli::{usage_error_line, Args};
 
+// jemalloc keeps freed fetch and request buffers for reuse; glibc returned them to the kernel,
+// so each new one faulted in zeroed pages (BENCHMARKS.md, backlog read).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> ExitCode {
     let args = match Args::try_parse() {
         Ok(args) => args,

@@ -45,6 +45,9 @@ use crate::{AdminOptions, ApiError, ConsumerRecord, Error, ErrorCode, TopicParti
 
 /// Margin on top of a call's own wait before the client gives up on it.
 const RPC_MARGIN: Duration = Duration::from_secs(5);
+/// The largest Fetch answer taken: the broker's own message limit. gRPC's default of 4 MiB
+/// refused the answers of a broker leading four or more partitions with 1 MiB each to give.
+const MAX_ANSWER: usize = 64 << 20;
 
 /// Where to read a partition from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -775,6 +778,7 @@ async fn fetch(
     let mut request = tonic::Request::new(request);
     request.set_timeout(deadline + RPC_MARGIN);
     ConsumerClient::new(route.channel)
+        .max_decoding_message_size(MAX_ANSWER)
         .fetch(request)
         .await
         .map(tonic::Response::into_inner)

@@ -203,6 +203,9 @@ impl Topology {
     }
 }
 
+/// The largest HTTP/2 frame this client accepts.
+const MAX_FRAME: u32 = 256 << 10;
+
 /// A channel to `address` that connects on first use.
 pub(crate) fn lazy_channel(address: &str) -> Result<Channel, Error> {
     let uri = parse_address(address)?;
@@ -213,5 +216,8 @@ pub(crate) fn lazy_channel(address: &str) -> Result<Channel, Error> {
     Ok(endpoint
         .connect_timeout(Duration::from_secs(3))
         .tcp_nodelay(true)
+        // Fetch answers arrive in HTTP/2 frames of up to this size instead of 16 KiB: fewer
+        // frames to parse and gather (a backlog read went about 5% faster, BENCHMARKS.md).
+        .max_frame_size(MAX_FRAME)
         .connect_lazy())
 }

@@ -6,11 +6,12 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{IoSlice, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 
 use crate::batch::{self, BatchHeader, HEADER_LEN};
 use crate::error::{StorageError, Subject, Verb};
@@ -119,11 +120,9 @@ impl Segment {
 
     /// Reads `len` bytes at `position` into shared memory (no copy when sliced later).
     pub fn read(&self, position: u64, len: usize) -> Result<Bytes, StorageError> {
-        let mut buf = BytesMut::zeroed(len);
-        self.file
-            .read_exact_at(&mut buf, position)
-            .map_err(|e| self.error(Verb::Read, e))?;
-        Ok(buf.freeze())
+        let buf =
+            read_at_uninit(&self.file, len, position).map_err(|e| self.error(Verb::Read, e))?;
+        Ok(Bytes::from(buf))
     }
 
     /// Reads the header of the batch at `position`, or `None` at or past the end.
@@ -225,6 +224,37 @@ pub(crate) fn header(bytes: &[u8]) -> Option<BatchHeader> {
     batch::BatchHeader::parse(bytes).ok()
 }
 
+/// Reads exactly `len` bytes at `position` into a new buffer that is not zeroed first: fetches
+/// read up to megabytes per call, and zeroing them took about 8% of the machine's CPU while
+/// three brokers served one consumer (BENCHMARKS.md, backlog read). keeld's allocator
+/// (jemalloc) reuses freed buffers; under glibc's, each was fresh pages that faulted in
+/// `pread`, which made this slower than zeroing.
+fn read_at_uninit(file: &File, len: usize, position: u64) -> std::io::Result<Vec<u8>> {
+    let mut buf: Vec<u8> = Vec::with_capacity(len);
+    while buf.len() < len {
+        let done = buf.len();
+        let spare = &mut buf.spare_capacity_mut()[..len - done];
+        let at = libc::off_t::try_from(position + done as u64)
+            .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+        // SAFETY: pread writes at most `spare.len()` bytes into memory the vector owns and has
+        // not initialised; only the bytes it reports written are then counted as the vector's.
+        let n =
+            unsafe { libc::pread(file.as_raw_fd(), spare.as_mut_ptr().cast(), spare.len(), at) };
+        match n {
+            n if n < 0 => {
+                let e = std::io::Error::last_os_error();
+                if e.kind() != std::io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+            }
+            0 => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+            // SAFETY: the first `done + n` bytes are now written (see above).
+            n => unsafe { buf.set_len(done + n as usize) },
+        }
+    }
+    Ok(buf)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -236,5 +266,21 @@ mod tests {
         assert_eq!(parse_file_name("42.log"), None);
         assert_eq!(parse_file_name("0000000000000000004x.log"), None);
         assert_eq!(parse_file_name("00000000000000000042.index"), None);
+    }
+
+    #[test]
+    fn positioned_reads_return_exactly_the_bytes_asked_or_fail_past_the_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        std::fs::write(&path, &data).unwrap();
+        let file = File::open(&path).unwrap();
+        assert_eq!(
+            read_at_uninit(&file, 200_000, 1_000).unwrap(),
+            &data[1_000..201_000]
+        );
+        assert!(read_at_uninit(&file, 0, 5).unwrap().is_empty());
+        let past = read_at_uninit(&file, 10, 299_995).unwrap_err();
+        assert_eq!(past.kind(), std::io::ErrorKind::UnexpectedEof);
     }
 }

@@ -18,3 +18,4 @@ mod t50_storage_crash;
 mod t60_topic_defaults;
 mod t61_deploy_manifests;
 mod t62_local_cluster;
+mod t63_client_limits;

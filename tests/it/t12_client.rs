@@ -551,3 +551,31 @@ async fn acknowledged_records_survive_a_leader_kill_with_client_retries() {
         );
     }
 }
+
+/// One broker leading six partitions with over 1 MiB each to give answers a fetch of more
+/// than gRPC's default 4 MiB message limit: the consumer takes it whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fetch_answer_over_four_mib_from_one_broker_is_read() {
+    let c = TestCluster::start(Spec {
+        voters: 1,
+        ..Spec::default()
+    });
+    wait_unfenced(&c, 1, &[1]).await;
+    ready_topic(&c, "wide", 6).await;
+    let p = producer(&c, ProducerOptions::default()).await;
+    let value = Bytes::from(vec![b'v'; 60_000]);
+    let mut deliveries = Vec::new();
+    for partition in 0..6 {
+        for _ in 0..20 {
+            let record = ProducerRecord::new("wide", value.clone()).partition(partition);
+            deliveries.push(p.send(record).await.expect("queued"));
+        }
+    }
+    for d in deliveries {
+        d.await.expect("written");
+    }
+    p.close().await;
+    let records = read_all(&c, "wide", 120).await;
+    let per_partition: Vec<usize> = by_partition(&records).values().map(Vec::len).collect();
+    assert_eq!(per_partition, vec![20; 6]);
+}

@@ -31,6 +31,7 @@ use super::Shared;
 use crate::metrics::Kind;
 use crate::partitions::partition::Offsets;
 use crate::partitions::{Partition, PartitionError, PartitionManager};
+use crate::request_memory::Reservation;
 
 /// `fetch.max.bytes` default (Kafka's): the most record data per response. Also the cap, so
 /// responses stay below the 64 MiB gRPC message limit.
@@ -87,28 +88,42 @@ impl ConsumerService {
     }
 
     /// Reads until `min_bytes` came back, a partition failed, or `wait` passed.
-    async fn long_poll(&self, req: &pb::FetchRequest, wait: Duration) -> Pass {
+    /// With a `reservation` (a Fetch on the client listener), each pass first reserves what it
+    /// may read in the broker's request memory and keeps only what it read.
+    async fn long_poll(
+        &self,
+        req: &pb::FetchRequest,
+        wait: Duration,
+        reservation: Option<&Reservation>,
+    ) -> Result<Pass, Status> {
         let deadline = Instant::now() + wait;
         let min_bytes = req.min_bytes.max(1) as usize;
+        let want = match req.max_bytes {
+            m if m > 0 => (m as usize).min(FETCH_MAX_BYTES),
+            _ => FETCH_MAX_BYTES,
+        };
         let mut changes = self.partitions.data_changed();
         loop {
             // Marked seen before the pass, so a change during it wakes the wait below.
             changes.borrow_and_update();
-            let pass = self.fetch_pass(req).await;
+            let budget = match reservation {
+                Some(r) => r.reserve_up_to(PARTITION_MAX_BYTES, want).await?,
+                None => want,
+            };
+            let pass = self.fetch_pass(req, budget).await;
+            if let Some(r) = reservation {
+                r.shrink_last_to(pass.bytes);
+            }
             if pass.bytes >= min_bytes || pass.errors || Instant::now() >= deadline {
-                return pass;
+                return Ok(pass);
             }
             let _ = tokio::time::timeout_at(deadline, changes.changed()).await;
         }
     }
 
-    async fn fetch_pass(&self, req: &pb::FetchRequest) -> Pass {
+    async fn fetch_pass(&self, req: &pb::FetchRequest, mut budget: usize) -> Pass {
         let image = self.shared.view.current();
         let structured = req.format != RecordFormat::RecordBatches as i32;
-        let mut budget = match req.max_bytes {
-            m if m > 0 => (m as usize).min(FETCH_MAX_BYTES),
-            _ => FETCH_MAX_BYTES,
-        };
         let mut pass = Pass {
             response: pb::FetchResponse::default(),
             bytes: 0,
@@ -202,6 +217,20 @@ impl ConsumerService {
             resp.data = Some(data);
         }
         Ok((resp, n))
+    }
+
+    /// A Fetch: the long poll, counted in the metrics. Served here for the generated service
+    /// and for [`fetch_body`](super::fetch_body), which sends the answer without copying it.
+    pub async fn answer_fetch(
+        &self,
+        req: pb::FetchRequest,
+        reservation: Option<Reservation>,
+    ) -> Result<pb::FetchResponse, Status> {
+        let started = Instant::now();
+        let wait = Duration::from_millis(req.max_wait_ms.max(0) as u64).min(MAX_WAIT);
+        let pass = self.long_poll(&req, wait, reservation.as_ref()).await?;
+        self.record(&req, &pass, started);
+        Ok(pass.response)
     }
 
     /// Counts one fetch per topic of `req` with the bytes `pass` returned.
@@ -350,12 +379,9 @@ impl Consumer for ConsumerService {
         &self,
         request: Request<pb::FetchRequest>,
     ) -> Result<Response<pb::FetchResponse>, Status> {
-        let started = Instant::now();
-        let req = request.into_inner();
-        let wait = Duration::from_millis(req.max_wait_ms.max(0) as u64).min(MAX_WAIT);
-        let pass = self.long_poll(&req, wait).await;
-        self.record(&req, &pass, started);
-        Ok(Response::new(pass.response))
+        let reservation = request.extensions().get::<Reservation>().cloned();
+        let answer = self.answer_fetch(request.into_inner(), reservation).await?;
+        Ok(Response::new(answer))
     }
 
     type SubscribeStream = SubscribeStream;
@@ -382,7 +408,12 @@ impl Consumer for ConsumerService {
                     return None;
                 }
                 let started = Instant::now();
-                let mut pass = svc.long_poll(&req, wait).await;
+                // Not counted in request memory: gRPC flow control holds a stream to about
+                // one message on its way at a time.
+                let mut pass = match svc.long_poll(&req, wait, None).await {
+                    Ok(pass) => pass,
+                    Err(status) => return Some((Err(status), (svc, req))),
+                };
                 let response = std::mem::take(&mut pass.response);
                 let asked = req.clone();
                 if let Some(msg) = advance(&mut req, response) {

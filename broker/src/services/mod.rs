@@ -16,6 +16,8 @@
 //!   metadata stream);
 //! - [`producer`]: the `Producer` service (appends on partition leaders);
 //! - [`consumer`]: the `Consumer` service (fetch long poll, offset lookups);
+//! - [`fetch_body`]: `Consumer` as routed on the client listener, Fetch answers sent without
+//!   copying their record batches;
 //! - [`groups`]: the `Groups` service (consumer groups and committed offsets);
 //! - [`records`]: records between the wire and the record-batch codec;
 //! - [`replication`]: the internal `Replication` service (a leader serving follower fetches);
@@ -26,6 +28,7 @@ pub mod cluster;
 pub mod consumer;
 pub mod controller;
 pub mod convert;
+pub mod fetch_body;
 pub mod groups;
 pub mod producer;
 pub mod reassign;
