@@ -224,7 +224,10 @@ impl Node {
                 ClientListener {
                     listener: client,
                     max_connections: config.max_connections as usize,
-                    request_memory: RequestMemory::new(config.request_memory_bytes as usize),
+                    request_memory: RequestMemory::new(
+                        config.request_memory_bytes as usize,
+                        MAX_MESSAGE,
+                    ),
                 },
                 listeners_rx.clone(),
             )),
@@ -521,6 +524,9 @@ async fn serve_client(
         .max_concurrent_streams(STREAMS_PER_CONNECTION)
         .initial_stream_window_size(STREAM_WINDOW)
         .initial_connection_window_size(STREAM_WINDOW * STREAMS_PER_CONNECTION)
+        // A peer that vanished is found and its connection (and what it held) let go.
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(20)))
         .layer(RequestMemoryLayer::new(client.request_memory))
         .trace_fn(move |_| span.clone())
         .add_service(AdminServer::new(admin).max_decoding_message_size(MAX_MESSAGE))

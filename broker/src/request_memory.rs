@@ -6,7 +6,7 @@
 //! so the whole message is reserved at once, and its body is not read until the pool has room:
 //! HTTP/2 flow control then holds the client back. Reserving whole messages, never parts, means
 //! that two half-received requests can never wait on each other. A fetch reserves what it may
-//! read (`Reservation::reserve_up_to`) before it reads. What a request reserved is given back when
+//! read (`Reservation::share_up_to`) before it reads. What a request reserved is given back when
 //! its answer has been sent (or dropped), since the decoded request and its answer live until
 //! then. A message larger than the whole pool can never fit and is refused with
 //! `RESOURCE_EXHAUSTED`.
@@ -34,15 +34,19 @@ const PREFIX: usize = 5;
 pub struct RequestMemory {
     pool: Arc<Semaphore>,
     total: usize,
+    /// The largest message a service decodes: a prefix announcing more is refused at once,
+    /// before it can hold the pool.
+    max_message: usize,
 }
 
 impl RequestMemory {
-    pub fn new(total: usize) -> Arc<Self> {
+    pub fn new(total: usize, max_message: usize) -> Arc<Self> {
         // A semaphore holds at most usize::MAX >> 3 permits; no config comes near it.
         let total = total.clamp(1, Semaphore::MAX_PERMITS);
         Arc::new(Self {
             pool: Arc::new(Semaphore::new(total)),
             total,
+            max_message,
         })
     }
 
@@ -56,16 +60,23 @@ impl RequestMemory {
     }
 
     fn too_large(&self, bytes: usize) -> Status {
-        Status::resource_exhausted(format!(
-            "a request message of {bytes} bytes is larger than this broker's \
-             request_memory_bytes ({})",
-            self.total
-        ))
+        match bytes > self.max_message {
+            true => Status::resource_exhausted(format!(
+                "a request message of {bytes} bytes is larger than the broker's limit of {} \
+                 bytes",
+                self.max_message
+            )),
+            false => Status::resource_exhausted(format!(
+                "a request message of {bytes} bytes is larger than this broker's \
+                 request_memory_bytes ({})",
+                self.total
+            )),
+        }
     }
 
     /// Waits until `bytes` fit in the pool and takes them.
     async fn acquire(self: Arc<Self>, bytes: usize) -> Result<OwnedSemaphorePermit, Status> {
-        if bytes > self.total {
+        if bytes > self.total || bytes > self.max_message {
             return Err(self.too_large(bytes));
         }
         let n = u32::try_from(bytes).map_err(|_| self.too_large(bytes))?;
@@ -93,10 +104,12 @@ impl Reservation {
         }
     }
 
-    /// Reserves between `floor` and `want` bytes: waits until `floor` fits, then takes at once
-    /// what is free of the rest. Returns how much it reserved. A fetch waits only for a floor
-    /// so that many waiting fetches cannot hold the pool among them and wait on each other.
-    pub async fn reserve_up_to(&self, floor: usize, want: usize) -> Result<usize, Status> {
+    /// Reserves between `floor` and `want` bytes for one read: waits until `floor` fits, then
+    /// takes at once what is free of the rest. A fetch waits only for a floor so that many
+    /// waiting fetches cannot hold the pool among them and wait on each other. The share is
+    /// the caller's: it gives it back by dropping it (a pass that found too little) or adds
+    /// it to the request with [`keep_read`](Self::keep_read).
+    pub async fn share_up_to(&self, floor: usize, want: usize) -> Result<Share, Status> {
         let floor = floor.min(want).min(self.memory.total);
         let mut permit = self.memory.clone().acquire(floor).await?;
         let extra = (want - floor).min(self.memory.available());
@@ -105,21 +118,22 @@ impl Reservation {
                 permit.merge(more);
             }
         }
-        let reserved = permit.num_permits();
-        self.keep(permit);
-        Ok(reserved)
+        Ok(Share(permit))
     }
 
-    /// Gives back all but `bytes` of what [`reserve_up_to`](Self::reserve_up_to) last took (a fetch that
-    /// read less than it reserved).
-    pub fn shrink_last_to(&self, bytes: usize) {
-        let mut permits = self.permits.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(last) = permits.last_mut() {
-            let keep = u32::try_from(bytes).unwrap_or(u32::MAX) as usize;
-            if keep < last.num_permits() {
-                drop(last.split(last.num_permits() - keep));
+    /// Keeps `bytes` read under `share` until the answer is sent: the rest goes back to the
+    /// pool. A read larger than its share (the first batch comes whole) takes the difference
+    /// if it is free; if not, it is counted short by that much.
+    pub fn keep_read(&self, mut share: Share, bytes: usize) {
+        let had = share.0.num_permits();
+        if bytes < had {
+            drop(share.0.split(had - bytes));
+        } else if let Ok(more) = u32::try_from(bytes - had) {
+            if let Ok(more) = self.memory.pool.clone().try_acquire_many_owned(more) {
+                share.0.merge(more);
             }
         }
+        self.keep(share.0);
     }
 
     fn keep(&self, permit: OwnedSemaphorePermit) {
@@ -127,6 +141,17 @@ impl Reservation {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .push(permit);
+    }
+}
+
+/// Bytes of the pool held for one read, given back when dropped.
+#[derive(Debug)]
+pub struct Share(OwnedSemaphorePermit);
+
+impl Share {
+    /// How many bytes it holds.
+    pub fn bytes(&self) -> usize {
+        self.0.num_permits()
     }
 }
 
@@ -296,9 +321,10 @@ impl Counted {
     fn poll_reserve(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Status>> {
         loop {
             if let Some(waiting) = self.waiting.as_mut() {
-                let permit = ready!(waiting.as_mut().poll(cx))?;
+                let acquired = ready!(waiting.as_mut().poll(cx));
+                // Cleared before an error returns: a finished future must not be polled again.
                 self.waiting = None;
-                self.reservation.keep(permit);
+                self.reservation.keep(acquired?);
             }
             let Some((chunk, at)) = self.held.as_mut() else {
                 return Poll::Ready(Ok(()));

@@ -67,7 +67,7 @@ fn read(resp: &http::Response<Held<tonic::body::Body>>) -> usize {
 
 #[tokio::test]
 async fn a_request_waits_until_the_answer_that_holds_the_pool_is_gone() {
-    let memory = RequestMemory::new(1_000);
+    let memory = RequestMemory::new(1_000, 1 << 20);
     let mut svc = RequestMemoryLayer::new(memory.clone()).layer(ReadAll);
     let first = svc.call(request(message(700, 100))).await.expect("first");
     assert_eq!(read(&first), 705);
@@ -93,7 +93,7 @@ async fn a_request_waits_until_the_answer_that_holds_the_pool_is_gone() {
 
 #[tokio::test]
 async fn a_message_larger_than_the_pool_is_refused_and_holds_nothing() {
-    let memory = RequestMemory::new(1_000);
+    let memory = RequestMemory::new(1_000, 1 << 20);
     let mut svc = RequestMemoryLayer::new(memory.clone()).layer(ReadAll);
     let err = svc
         .call(request(message(2_000, 512)))
@@ -102,11 +102,22 @@ async fn a_message_larger_than_the_pool_is_refused_and_holds_nothing() {
     assert_eq!(err.code(), tonic::Code::ResourceExhausted);
     assert!(err.message().contains("request_memory_bytes"), "{err}");
     assert_eq!(memory.available(), 1_000);
+
+    // Past the broker's message limit, whatever the pool.
+    let memory = RequestMemory::new(1 << 30, 1_000);
+    let mut svc = RequestMemoryLayer::new(memory.clone()).layer(ReadAll);
+    let err = svc
+        .call(request(message(2_000, 512)))
+        .await
+        .expect_err("refused");
+    assert_eq!(err.code(), tonic::Code::ResourceExhausted);
+    assert!(err.message().contains("limit of 1000 bytes"), "{err}");
+    assert_eq!(memory.available(), 1 << 30);
 }
 
 #[tokio::test]
 async fn several_messages_in_one_frame_and_prefixes_split_across_frames_are_all_counted() {
-    let memory = RequestMemory::new(10_000);
+    let memory = RequestMemory::new(10_000, 1 << 20);
     let mut svc = RequestMemoryLayer::new(memory.clone()).layer(ReadAll);
     let mut whole = Vec::new();
     for len in [10, 0, 300] {
@@ -139,23 +150,31 @@ fn framing_finds_each_message_length_wherever_the_frames_cut() {
 }
 
 #[tokio::test]
-async fn a_fetch_waits_only_for_its_floor_and_takes_what_is_free() {
-    let memory = RequestMemory::new(1_000);
+async fn a_fetch_waits_only_for_its_floor_takes_what_is_free_and_keeps_what_it_read() {
+    let memory = RequestMemory::new(1_000, 1 << 20);
     let a = Reservation::new(memory.clone());
-    assert_eq!(a.reserve_up_to(100, 800).await.unwrap(), 800);
+    let share = a.share_up_to(100, 800).await.unwrap();
+    assert_eq!(share.bytes(), 800);
     let b = Reservation::new(memory.clone());
+    let b_share = b.share_up_to(100, 800).await.unwrap();
     assert_eq!(
-        b.reserve_up_to(100, 800).await.unwrap(),
+        b_share.bytes(),
         200,
         "the floor, and the rest of what was free"
     );
-    a.shrink_last_to(50);
-    assert_eq!(memory.available(), 750);
+    a.keep_read(share, 50);
+    assert_eq!(memory.available(), 750, "only what was read is kept");
+    drop(b_share);
+    assert_eq!(memory.available(), 950, "a share not kept goes back");
+    // A read larger than its share takes the difference when it is free.
+    let share = b.share_up_to(100, 100).await.unwrap();
+    b.keep_read(share, 300);
+    assert_eq!(memory.available(), 650);
+
     let c = Reservation::new(memory.clone());
-    let waiting = tokio::spawn(async move { c.reserve_up_to(900, 900).await.map(|n| (n, c)) });
+    let waiting = tokio::spawn(async move { c.share_up_to(900, 900).await.map(|s| s.bytes()) });
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert!(!waiting.is_finished(), "the floor did not fit");
     drop((a, b));
-    let (n, _c) = waiting.await.unwrap().unwrap();
-    assert_eq!(n, 900);
+    assert_eq!(waiting.await.unwrap().unwrap(), 900);
 }

@@ -31,7 +31,7 @@ use super::Shared;
 use crate::metrics::Kind;
 use crate::partitions::partition::Offsets;
 use crate::partitions::{Partition, PartitionError, PartitionManager};
-use crate::request_memory::Reservation;
+use crate::request_memory::{Reservation, Share};
 
 /// `fetch.max.bytes` default (Kafka's): the most record data per response. Also the cap, so
 /// responses stay below the 64 MiB gRPC message limit.
@@ -106,17 +106,21 @@ impl ConsumerService {
         loop {
             // Marked seen before the pass, so a change during it wakes the wait below.
             changes.borrow_and_update();
-            let budget = match reservation {
-                Some(r) => r.reserve_up_to(PARTITION_MAX_BYTES, want).await?,
-                None => want,
+            // Each pass reads anew from the same offsets: a pass that is not answered gives
+            // its share back before the wait, so passes never add up.
+            let share = match reservation {
+                Some(r) => Some(r.share_up_to(PARTITION_MAX_BYTES, want).await?),
+                None => None,
             };
+            let budget = share.as_ref().map_or(want, Share::bytes);
             let pass = self.fetch_pass(req, budget).await;
-            if let Some(r) = reservation {
-                r.shrink_last_to(pass.bytes);
-            }
             if pass.bytes >= min_bytes || pass.errors || Instant::now() >= deadline {
+                if let Some((r, share)) = reservation.zip(share) {
+                    r.keep_read(share, pass.bytes);
+                }
                 return Ok(pass);
             }
+            drop(share);
             let _ = tokio::time::timeout_at(deadline, changes.changed()).await;
         }
     }

@@ -33,6 +33,9 @@ const FETCH: &str = "/keel.v1.Consumer/Fetch";
 /// Batches smaller than this are copied into the surrounding chunk: a separate chunk costs
 /// more than the copy.
 const CHAIN_AT: usize = 4096;
+/// The largest Fetch answer sent: the limit the generated server had (its length prefix is
+/// a `u32`).
+const MAX_ANSWER: usize = 64 << 20;
 /// The largest Fetch request read (a request names topics and partitions, no data).
 const MAX_REQUEST: usize = 4 << 20;
 
@@ -89,6 +92,12 @@ async fn fetch(
     let request = pb::FetchRequest::decode(message)
         .map_err(|e| Status::internal(format!("a Fetch request that does not decode: {e}")))?;
     let response = service.answer_fetch(request, reservation).await?;
+    if response.encoded_len() > MAX_ANSWER {
+        return Err(Status::resource_exhausted(format!(
+            "a Fetch answer of {} bytes is over {MAX_ANSWER}",
+            response.encoded_len()
+        )));
+    }
     Ok(encode_chunks(&response))
 }
 
