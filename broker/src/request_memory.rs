@@ -55,10 +55,6 @@ impl RequestMemory {
         self.pool.available_permits()
     }
 
-    pub fn total(&self) -> usize {
-        self.total
-    }
-
     fn too_large(&self, bytes: usize) -> Status {
         match bytes > self.max_message {
             true => Status::resource_exhausted(format!(
@@ -112,12 +108,7 @@ impl Reservation {
     pub async fn share_up_to(&self, floor: usize, want: usize) -> Result<Share, Status> {
         let floor = floor.min(want).min(self.memory.total);
         let mut permit = self.memory.clone().acquire(floor).await?;
-        let extra = (want - floor).min(self.memory.available());
-        if let Ok(n) = u32::try_from(extra) {
-            if let Ok(more) = self.memory.pool.clone().try_acquire_many_owned(n) {
-                permit.merge(more);
-            }
-        }
+        self.take_if_free(&mut permit, (want - floor).min(self.memory.available()));
         Ok(Share(permit))
     }
 
@@ -128,12 +119,18 @@ impl Reservation {
         let had = share.0.num_permits();
         if bytes < had {
             drop(share.0.split(had - bytes));
-        } else if let Ok(more) = u32::try_from(bytes - had) {
-            if let Ok(more) = self.memory.pool.clone().try_acquire_many_owned(more) {
-                share.0.merge(more);
-            }
+        } else {
+            self.take_if_free(&mut share.0, bytes - had);
         }
         self.keep(share.0);
+    }
+
+    /// Adds `bytes` to `permit` if the pool has them free now; never waits.
+    fn take_if_free(&self, permit: &mut OwnedSemaphorePermit, bytes: usize) {
+        let Ok(n) = u32::try_from(bytes) else { return };
+        if let Ok(more) = self.memory.pool.clone().try_acquire_many_owned(n) {
+            permit.merge(more);
+        }
     }
 
     fn keep(&self, permit: OwnedSemaphorePermit) {
@@ -185,7 +182,7 @@ pub struct Bounded<S> {
     memory: Arc<RequestMemory>,
 }
 
-type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+pub(crate) type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
 impl<S, ResBody> Service<http::Request<tonic::body::Body>> for Bounded<S>
 where

@@ -91,28 +91,27 @@ async fn a_request_waits_until_the_answer_that_holds_the_pool_is_gone() {
     assert_eq!(memory.available(), 1_000, "all given back");
 }
 
+/// Sends one message of 2,000 bytes through a layer over `memory`: refused, and the pool
+/// holds nothing afterwards. Returns the refusal's text.
+async fn refused(memory: Arc<RequestMemory>) -> String {
+    let before = memory.available();
+    let mut svc = RequestMemoryLayer::new(memory.clone()).layer(ReadAll);
+    let err = svc
+        .call(request(message(2_000, 512)))
+        .await
+        .expect_err("refused");
+    assert_eq!(err.code(), tonic::Code::ResourceExhausted);
+    assert_eq!(memory.available(), before, "nothing held");
+    err.message().to_string()
+}
+
 #[tokio::test]
 async fn a_message_larger_than_the_pool_is_refused_and_holds_nothing() {
-    let memory = RequestMemory::new(1_000, 1 << 20);
-    let mut svc = RequestMemoryLayer::new(memory.clone()).layer(ReadAll);
-    let err = svc
-        .call(request(message(2_000, 512)))
-        .await
-        .expect_err("refused");
-    assert_eq!(err.code(), tonic::Code::ResourceExhausted);
-    assert!(err.message().contains("request_memory_bytes"), "{err}");
-    assert_eq!(memory.available(), 1_000);
-
+    let text = refused(RequestMemory::new(1_000, 1 << 20)).await;
+    assert!(text.contains("request_memory_bytes"), "{text}");
     // Past the broker's message limit, whatever the pool.
-    let memory = RequestMemory::new(1 << 30, 1_000);
-    let mut svc = RequestMemoryLayer::new(memory.clone()).layer(ReadAll);
-    let err = svc
-        .call(request(message(2_000, 512)))
-        .await
-        .expect_err("refused");
-    assert_eq!(err.code(), tonic::Code::ResourceExhausted);
-    assert!(err.message().contains("limit of 1000 bytes"), "{err}");
-    assert_eq!(memory.available(), 1 << 30);
+    let text = refused(RequestMemory::new(1 << 30, 1_000)).await;
+    assert!(text.contains("limit of 1000 bytes"), "{text}");
 }
 
 #[tokio::test]

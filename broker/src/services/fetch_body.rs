@@ -26,7 +26,7 @@ use tonic::Status;
 use tower_service::Service;
 
 use super::consumer::ConsumerService;
-use crate::request_memory::Reservation;
+use crate::request_memory::{BoxFuture, Reservation};
 
 /// The path of the one method served here.
 const FETCH: &str = "/keel.v1.Consumer/Fetch";
@@ -38,8 +38,6 @@ const CHAIN_AT: usize = 4096;
 const MAX_ANSWER: usize = 64 << 20;
 /// The largest Fetch request read (a request names topics and partitions, no data).
 const MAX_REQUEST: usize = 4 << 20;
-
-type BoxFuture<T> = Pin<Box<dyn std::future::Future<Output = T> + Send>>;
 
 /// `keel.v1.Consumer` with `Fetch` answered by [`fetch`].
 #[derive(Clone)]
