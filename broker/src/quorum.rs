@@ -107,13 +107,13 @@ pub async fn start(config: &Config) -> Result<(ControllerNode, CommitIndex), Quo
 
 /// When this node is the active controller, hands leadership to the most caught-up other
 /// voter before Raft stops, so the quorum does not wait an election timeout: the procedure of
-/// `keel_metadata::network` (wait until the target's log matches, stop competing, ask it to
-/// run). Bounded: if anything fails, the others elect on their own.
+/// `keel_metadata::network` (stop proposing, wait until the target's log matches, stop
+/// competing, ask it to run). Bounded: if anything fails, the others elect on their own.
+/// Leaves this node's elections disabled.
 pub async fn hand_over_leadership(c: &ControllerNode) {
     let Some(state) = c.quorum_state() else {
         return;
     };
-    let last = c.raft().metrics().borrow().last_log_index;
     let Some(target) = state
         .voters
         .iter()
@@ -124,6 +124,13 @@ pub async fn hand_over_leadership(c: &ControllerNode) {
         return;
     };
     let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    // Writes that arrive meanwhile wait, then find this node no longer leads and are
+    // retried on the new leader. A write stuck on a lost quorum keeps the lock: go on
+    // without it.
+    let _paused = tokio::time::timeout_at(deadline, c.pause_writes())
+        .await
+        .ok();
+    let last = c.raft().metrics().borrow().last_log_index;
     while tokio::time::Instant::now() < deadline {
         let matched = c.quorum_state().and_then(|s| {
             s.voters

@@ -173,6 +173,11 @@ struct Inner {
     voters_lock: tokio::sync::Mutex<()>,
 }
 
+/// Metadata writes wait while this lives (see [`ControllerNode::pause_writes`]).
+pub struct WritesPaused<'a> {
+    _write_lock: tokio::sync::MutexGuard<'a, u64>,
+}
+
 /// A controller node. Cheap to clone.
 #[derive(Clone)]
 pub struct ControllerNode {
@@ -242,6 +247,15 @@ impl ControllerNode {
         let m = self.inner.raft.metrics();
         let m = m.borrow();
         m.state == ServerState::Leader && m.current_leader == Some(self.inner.id)
+    }
+
+    /// Holds metadata writes back until the guard is dropped. A leader handing over stops
+    /// proposing, so that the target's log can match its own: a target one entry short
+    /// cannot win the election it is asked to run.
+    pub async fn pause_writes(&self) -> WritesPaused<'_> {
+        WritesPaused {
+            _write_lock: self.inner.write_lock.lock().await,
+        }
     }
 
     fn not_controller(&self) -> WriteError {
@@ -631,8 +645,10 @@ impl ControllerNode {
         Ok(self.voter_ids())
     }
 
-    /// Removes `node_id` from the voters (and the membership). Removing this node itself makes
-    /// it step down once the change is committed. Returns the voters after the change.
+    /// Removes `node_id` from the voters. A node that is also a registered broker stays a
+    /// learner (KRaft's observer), so that its broker keeps following the metadata; a
+    /// controller-only node leaves the membership. Removing this node itself makes it step
+    /// down once the change is committed. Returns the voters after the change.
     pub async fn remove_voter(&self, node_id: NodeId) -> Result<Vec<NodeId>> {
         let _one_change = self.inner.voters_lock.lock().await;
         if !self.is_active() {
@@ -645,14 +661,15 @@ impl ControllerNode {
         if voters.len() == 1 {
             return Err(ControllerError::LastVoter { node_id }.into());
         }
+        let is_broker = self.is_registered_broker(node_id);
         let remove =
             openraft::ChangeMembers::RemoveVoters(std::collections::BTreeSet::from([node_id]));
         self.inner
             .raft
-            .change_membership(remove, false)
+            .change_membership(remove, is_broker)
             .await
             .map_err(|e| self.membership_failed(e))?;
-        tracing::info!(node_id, "voter removed");
+        tracing::info!(node_id, kept_as_learner = is_broker, "voter removed");
         Ok(voters.into_iter().filter(|v| *v != node_id).collect())
     }
 
@@ -666,6 +683,35 @@ impl ControllerNode {
             openraft::ChangeMembers::RemoveNodes(std::collections::BTreeSet::from([node_id]));
         if let Err(e) = self.inner.raft.change_membership(remove, false).await {
             tracing::warn!(node_id, error = %e, "could not drop the learner");
+        }
+    }
+
+    /// Whether `node_id` is registered as a broker in the applied image.
+    pub fn is_registered_broker(&self, node_id: NodeId) -> bool {
+        BrokerId::try_from(node_id)
+            .is_ok_and(|id| self.inner.view.current().brokers.contains_key(&id))
+    }
+
+    /// Drops the learners that are no longer registered brokers: removed voters whose broker
+    /// was decommissioned since. Skipped while a voter change (which may be catching a new
+    /// voter up as a learner) is under way.
+    async fn drop_departed_learners(&self) {
+        let Ok(_one_change) = self.inner.voters_lock.try_lock() else {
+            return;
+        };
+        let m = self.inner.raft.metrics().borrow().clone();
+        let membership = m.membership_config.membership();
+        let departed: std::collections::BTreeSet<NodeId> = membership
+            .learner_ids()
+            .filter(|id| !self.is_registered_broker(*id))
+            .collect();
+        if departed.is_empty() {
+            return;
+        }
+        tracing::info!(?departed, "dropping learners whose broker is gone");
+        let remove = openraft::ChangeMembers::RemoveNodes(departed);
+        if let Err(e) = self.inner.raft.change_membership(remove, false).await {
+            tracing::warn!(error = %e, "could not drop the learners");
         }
     }
 
@@ -754,6 +800,7 @@ impl ControllerNode {
             if let Err(e) = self.move_replicas().await {
                 tracing::warn!(error = %e, "reassignment or decommission step failed");
             }
+            self.drop_departed_learners().await;
             let rebalance = self.inner.settings.leader_rebalance_interval;
             if rebalance.is_some_and(|every| last_rebalance.elapsed() >= every) {
                 last_rebalance = tokio::time::Instant::now();

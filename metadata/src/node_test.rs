@@ -1,6 +1,7 @@
 //! Three in-process voters over the [`Router`](crate::testing::Router), each wrapped in a
 //! [`ControllerNode`]: writes and forwarding hints, the cluster id, fencing of silent brokers,
-//! unfencing when they return, controlled shutdown, and sessions across a failover.
+//! unfencing when they return, controlled shutdown, sessions across a failover, and a removed
+//! voter kept as a learner.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -420,4 +421,45 @@ async fn a_new_active_controller_keeps_live_brokers_and_fences_silent_ones() {
         .expect("create");
     let voters: BTreeSet<NodeId> = q.voters.keys().copied().collect();
     assert_eq!(voters.len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_voter_that_is_a_broker_follows_as_a_learner_until_decommissioned() {
+    let q = Quorum::start().await;
+    let active = q.active(None).await;
+    let epochs = live_brokers(&active, 3).await;
+    let beating = keep_alive(&active, epochs);
+    let gone = (1..=3).find(|id| *id != active.id()).expect("a follower");
+    let voters = active.remove_voter(gone).await.expect("remove");
+    assert_eq!(voters.len(), 2, "{voters:?}");
+    assert!(!voters.contains(&gone), "{voters:?}");
+    let members = |c: &ControllerNode| c.raft().metrics().borrow().membership_config.clone();
+    let learners: Vec<NodeId> = members(&active).membership().learner_ids().collect();
+    assert_eq!(learners, vec![gone]);
+
+    // As a learner it keeps applying what the voters commit.
+    active
+        .register_broker(broker(4, 4))
+        .await
+        .expect("register");
+    let mut view = q.voters[&gone].node.view().clone();
+    view.wait_until(WAIT, |img| img.brokers.contains_key(&4))
+        .await
+        .expect("the learner follows the log");
+
+    // Once its broker is decommissioned (it holds no replicas), it leaves the membership.
+    active
+        .decommission(gone as BrokerId, false)
+        .await
+        .expect("decommission");
+    let mut metrics = active.raft().metrics();
+    tokio::time::timeout(WAIT, async {
+        while members(&active).nodes().any(|(id, _)| *id == gone) {
+            metrics.changed().await.expect("metrics");
+        }
+    })
+    .await
+    .expect("the learner is dropped after the decommission");
+    assert_eq!(active.voter_ids().len(), 2);
+    beating.abort();
 }

@@ -447,6 +447,20 @@ async fn a_controller_voter_is_replaced_while_metadata_writes_go_on() {
         },
     )
     .await;
+    // The removed node is a broker too: it stays a learner and keeps following the metadata.
+    let learners = q["learners"].as_array().expect("learners");
+    assert!(learners.iter().any(|l| l["node_id"] == leader), "{q}");
+    k.ok(&["topic", "create", "after-removal", "-p", "1", "-r", "1"]);
+    let removed_node = cli(&c, &[leader as u32]);
+    eventually(
+        READY,
+        "the removed node sees a topic made after",
+        async || {
+            let (ok, _, _) = removed_node.run(&["topic", "describe", "after-removal"]);
+            ok.then_some(())
+        },
+    )
+    .await;
     c.kill(leader as u32);
     let before = written.load(std::sync::atomic::Ordering::Relaxed);
     eventually(READY, "writes after the old leader is gone", async || {

@@ -16,7 +16,7 @@ use tonic::{Request, Response, Status};
 
 use std::time::Duration;
 
-use keel_metadata::node::ControllerNode;
+use keel_metadata::node::{ControllerNode, WriteError};
 
 use super::admin::on_controller;
 use super::convert::{self, invalid, write_error};
@@ -24,6 +24,10 @@ use super::{forward, Remote, Route, Shared};
 
 /// How long AddVoter waits for the new voter to catch up when the request names no timeout.
 const ADD_VOTER_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// How long the active controller asked to remove itself looks for a leader to do it when
+/// handing its seat over failed (an election with split votes may take a few rounds).
+const REMOVE_SELF_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// The `Cluster` service of a node.
 pub struct ClusterService {
@@ -280,16 +284,7 @@ async fn remove_voter(
     if req.node_id as u64 == c.id() && c.voter_ids().len() > 1 {
         return remove_self(&shared, &c, req).await;
     }
-    match c.remove_voter(req.node_id as u64).await {
-        Ok(voters) => RemoveVoterResponse {
-            error: None,
-            voters: voters.into_iter().map(|v| v as i32).collect(),
-        },
-        Err(e) => RemoveVoterResponse {
-            error: Some(write_error(e)),
-            voters: vec![],
-        },
-    }
+    removed(c.remove_voter(req.node_id as u64).await)
 }
 
 async fn decommission(
@@ -307,33 +302,65 @@ async fn decommission(
 
 /// Removing the active controller itself: hand leadership to the most caught-up other voter
 /// first (no election timeout for the quorum to sit out), then ask the new leader to remove
-/// this node, which is then an ordinary follower.
+/// this node, which is then an ordinary follower. When the hand-over fails (another voter won,
+/// or this node won back), the removal goes to whoever leads within [`REMOVE_SELF_TIMEOUT`]:
+/// a leader that removes itself steps down once the change is committed.
 async fn remove_self(
     shared: &Shared,
     c: &ControllerNode,
     req: RemoveVoterRequest,
 ) -> RemoveVoterResponse {
     crate::quorum::hand_over_leadership(c).await;
-    let failed = |e| RemoveVoterResponse {
-        error: Some(e),
-        voters: vec![],
-    };
-    let Some((_, addr)) = c.leader().filter(|(id, _)| *id != c.id()) else {
-        c.raft().runtime_config().elect(true);
-        return failed(shared.not_controller());
-    };
+    let deadline = tokio::time::Instant::now() + REMOVE_SELF_TIMEOUT;
     let call: Remote<_, _> =
         |ch, r| Box::pin(async move { ClusterClient::new(ch).remove_voter(r).await });
-    match forward(shared, &[addr], req, call).await {
-        Ok(resp) => {
-            if resp.error.is_some() {
-                c.raft().runtime_config().elect(true);
+    let elect = |on| c.raft().runtime_config().elect(on);
+    loop {
+        let resp = match c.leader() {
+            Some((id, _)) if id == c.id() => removed(c.remove_voter(id).await),
+            Some((_, addr)) => {
+                // Not a candidate while another leader removes it.
+                elect(false);
+                forward(shared, &[addr], req, call)
+                    .await
+                    .unwrap_or_else(|e| RemoveVoterResponse {
+                        error: Some(e),
+                        voters: vec![],
+                    })
             }
-            resp
+            None => RemoveVoterResponse {
+                error: Some(shared.not_controller()),
+                voters: vec![],
+            },
+        };
+        let retry = resp.error.as_ref().is_some_and(not_controller);
+        if !retry || tokio::time::Instant::now() >= deadline {
+            // A controller-only node leaves the membership and may never hear of it: its
+            // elections would only disturb the others. Otherwise it is still a voter, or a
+            // learner that follows the log and may be made a voter again.
+            let gone = resp.error.is_none() && !c.is_registered_broker(c.id());
+            elect(!gone);
+            return resp;
         }
-        Err(e) => {
-            c.raft().runtime_config().elect(true);
-            failed(e)
-        }
+        // No leader, or one that lost its seat: this node may be needed to elect one.
+        elect(true);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn not_controller(e: &Error) -> bool {
+    e.code == ErrorCode::NotController as i32
+}
+
+fn removed(result: Result<Vec<u64>, WriteError>) -> RemoveVoterResponse {
+    match result {
+        Ok(voters) => RemoveVoterResponse {
+            error: None,
+            voters: voters.into_iter().map(|v| v as i32).collect(),
+        },
+        Err(e) => RemoveVoterResponse {
+            error: Some(write_error(e)),
+            voters: vec![],
+        },
     }
 }
