@@ -68,7 +68,7 @@ use services::admin::AdminService;
 use services::cluster::ClusterService;
 use services::consumer::ConsumerService;
 use services::controller::ControllerService;
-use services::fetch_body::ConsumerRoutes;
+use services::fetch_body::{ConsumerRoutes, ReplicationRoutes};
 use services::groups::GroupsService;
 use services::producer::ProducerService;
 use services::replication::ReplicationService;
@@ -554,8 +554,10 @@ async fn serve_internal(
 ) {
     // Brokers serve their followers; a controller-only node answers UNIMPLEMENTED.
     let replication = partitions.map(|p| {
-        ReplicationServer::new(ReplicationService::new(shared.clone(), p, stop.clone()))
-            .max_encoding_message_size(MAX_MESSAGE)
+        let service = ReplicationService::new(shared.clone(), p, stop.clone());
+        let generated =
+            ReplicationServer::new(service.clone()).max_encoding_message_size(MAX_MESSAGE);
+        ReplicationRoutes::new(service, generated)
     });
     let span = tracing::Span::current();
     let mut router = tonic::transport::Server::builder()

@@ -1,13 +1,16 @@
-//! The `Consumer` service as routed on the client listener: `Fetch` answers leave without a
-//! copy of their record data; every other method goes to the generated server.
+//! The `Consumer` and `Replication` services as routed on the listeners: `Fetch` and
+//! `ReplicaFetch` answers leave without a copy of their record data; every other method goes
+//! to the generated server.
 //!
 //! tonic encodes an answer by copying it into one buffer, record batches included: for a
-//! consumer reading a backlog that copy was the broker's largest cost after the read itself.
-//! Here the answer is written as a list of chunks instead: the protobuf fields around the
+//! consumer reading a backlog that copy was the broker's largest cost after the read itself,
+//! and on a leader the buffers of its followers' long-lived streams grew to the largest answer
+//! and stayed (the largest share of a broker's resident memory under acks=all load).
+//! Here an answer is written as a list of chunks instead: the protobuf fields around the
 //! batches go into small buffers, and each batch of raw bytes is passed on as the very `Bytes`
 //! its segment read returned, which HTTP/2 writes to the socket with the frame headers
 //! around it (vectored writes). The bytes on the wire are exactly prost's encoding of the same
-//! message (unit test below), so clients see no difference.
+//! message (unit tests below), so clients see no difference.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -19,17 +22,22 @@ use http_body::{Body, Frame};
 use keel_proto::v1 as pb;
 use keel_proto::v1::consumer_server::{ConsumerServer, SERVICE_NAME};
 use keel_proto::v1::fetch_partition_response::Data;
+use keel_proto::v1::replication_server::ReplicationServer;
 use prost::encoding::{encode_key, encode_varint, WireType};
 use prost::Message;
+use tonic::codec::Codec;
 use tonic::server::NamedService;
 use tonic::Status;
 use tower_service::Service;
 
 use super::consumer::ConsumerService;
+use super::replication::ReplicationService;
 use crate::request_memory::{BoxFuture, Reservation};
 
-/// The path of the one method served here.
+/// The path of the consumer method served here.
 const FETCH: &str = "/keel.v1.Consumer/Fetch";
+/// The path of the replication method served here.
+const REPLICA_FETCH: &str = "/keel.v1.Replication/ReplicaFetch";
 /// Batches smaller than this are copied into the surrounding chunk: a separate chunk costs
 /// more than the copy.
 const CHAIN_AT: usize = 4096;
@@ -72,10 +80,69 @@ impl Service<http::Request<tonic::body::Body>> for ConsumerRoutes {
         let service = self.service.clone();
         Box::pin(async move {
             let answer = match fetch(service, req).await {
-                Ok(chunks) => answer(chunks),
+                Ok(chunks) => answer(Chunks {
+                    chunks,
+                    more: None,
+                    trailers: true,
+                }),
                 Err(status) => status.into_http(),
             };
             Ok(answer)
+        })
+    }
+}
+
+/// `keel.v1.Replication` with `ReplicaFetch` answered by [`encode_replica_chunks`].
+#[derive(Clone)]
+pub struct ReplicationRoutes {
+    service: ReplicationService,
+    generated: ReplicationServer<ReplicationService>,
+}
+
+impl ReplicationRoutes {
+    pub fn new(
+        service: ReplicationService,
+        generated: ReplicationServer<ReplicationService>,
+    ) -> Self {
+        Self { service, generated }
+    }
+}
+
+impl NamedService for ReplicationRoutes {
+    const NAME: &'static str = keel_proto::v1::replication_server::SERVICE_NAME;
+}
+
+impl Service<http::Request<tonic::body::Body>> for ReplicationRoutes {
+    type Response = http::Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<Result<Self::Response, Infallible>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Service::<http::Request<tonic::body::Body>>::poll_ready(&mut self.generated, cx)
+    }
+
+    fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
+        if req.uri().path() != REPLICA_FETCH {
+            return self.generated.call(req);
+        }
+        let service = self.service.clone();
+        let decoder =
+            tonic_prost::ProstCodec::<pb::ReplicaFetchResponse, pb::ReplicaFetchRequest>::default()
+                .decoder();
+        let inbound =
+            tonic::Streaming::new_request(decoder, req.into_body(), None, Some(MAX_REQUEST));
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        crate::spawn(async move {
+            service
+                .serve_stream(inbound, tx, |resp| encode_replica_chunks(&resp))
+                .await
+        });
+        Box::pin(async move {
+            Ok(answer(Chunks {
+                chunks: VecDeque::new(),
+                more: Some(rx),
+                trailers: true,
+            }))
         })
     }
 }
@@ -132,11 +199,8 @@ async fn read_message(mut body: tonic::body::Body) -> Result<Bytes, Status> {
 }
 
 /// A successful gRPC answer made of `chunks`, then the `grpc-status: 0` trailer.
-fn answer(chunks: VecDeque<Bytes>) -> http::Response<tonic::body::Body> {
-    let mut resp = http::Response::new(tonic::body::Body::new(Chunks {
-        chunks,
-        trailers: true,
-    }));
+fn answer(chunks: Chunks) -> http::Response<tonic::body::Body> {
+    let mut resp = http::Response::new(tonic::body::Body::new(chunks));
     resp.headers_mut().insert(
         http::header::CONTENT_TYPE,
         http::HeaderValue::from_static("application/grpc"),
@@ -147,9 +211,7 @@ fn answer(chunks: VecDeque<Bytes>) -> http::Response<tonic::body::Body> {
 /// The gRPC message of `resp` (its 5-byte prefix included) as chunks whose concatenation is
 /// prost's encoding; record batches of [`CHAIN_AT`] bytes or more are chunks of their own.
 pub fn encode_chunks(resp: &pb::FetchResponse) -> VecDeque<Bytes> {
-    let mut out = ChunkWriter::default();
-    out.head.put_u8(0);
-    out.head.put_u32(resp.encoded_len() as u32);
+    let mut out = ChunkWriter::prefix(resp.encoded_len());
     if let Some(e) = &resp.error {
         prost::encoding::message::encode(1, e, &mut out.head);
     }
@@ -172,6 +234,27 @@ pub fn encode_chunks(resp: &pb::FetchResponse) -> VecDeque<Bytes> {
     out.finish()
 }
 
+/// [`encode_chunks`] for a leader's answer to one replica fetch round.
+pub fn encode_replica_chunks(resp: &pb::ReplicaFetchResponse) -> VecDeque<Bytes> {
+    let mut out = ChunkWriter::prefix(resp.encoded_len());
+    if let Some(e) = &resp.error {
+        prost::encoding::message::encode(1, e, &mut out.head);
+    }
+    for t in &resp.topics {
+        encode_key(2, WireType::LengthDelimited, &mut out.head);
+        encode_varint(t.encoded_len() as u64, &mut out.head);
+        if !t.topic_id.is_empty() {
+            prost::encoding::bytes::encode(1, &t.topic_id, &mut out.head);
+        }
+        for p in &t.partitions {
+            encode_key(2, WireType::LengthDelimited, &mut out.head);
+            encode_varint(p.encoded_len() as u64, &mut out.head);
+            out.replica_partition(p);
+        }
+    }
+    out.finish()
+}
+
 /// Small fields go into `head`; a large batch closes `head` as a chunk and follows it.
 #[derive(Default)]
 struct ChunkWriter {
@@ -180,6 +263,27 @@ struct ChunkWriter {
 }
 
 impl ChunkWriter {
+    /// A gRPC message of `len` bytes starts here (uncompressed).
+    fn prefix(len: usize) -> Self {
+        let mut out = ChunkWriter::default();
+        out.head.put_u8(0);
+        out.head.put_u32(len as u32);
+        out
+    }
+
+    /// Field `tag`, raw bytes: a chunk of its own when large.
+    fn bytes_field(&mut self, tag: u32, data: &Bytes) {
+        encode_key(tag, WireType::LengthDelimited, &mut self.head);
+        encode_varint(data.len() as u64, &mut self.head);
+        match data.len() >= CHAIN_AT {
+            true => {
+                self.flush();
+                self.chunks.push_back(data.clone());
+            }
+            false => self.head.put_slice(data),
+        }
+    }
+
     fn partition(&mut self, p: &pb::FetchPartitionResponse) {
         let fields = pb::FetchPartitionResponse {
             partition: p.partition,
@@ -198,17 +302,22 @@ impl ChunkWriter {
             Some(Data::Records(records)) => {
                 prost::encoding::message::encode(7, records, &mut self.head);
             }
-            Some(Data::RecordBatches(batches)) => {
-                encode_key(8, WireType::LengthDelimited, &mut self.head);
-                encode_varint(batches.len() as u64, &mut self.head);
-                match batches.len() >= CHAIN_AT {
-                    true => {
-                        self.flush();
-                        self.chunks.push_back(batches.clone());
-                    }
-                    false => self.head.put_slice(batches),
-                }
-            }
+            Some(Data::RecordBatches(batches)) => self.bytes_field(8, batches),
+        }
+    }
+
+    fn replica_partition(&mut self, p: &pb::ReplicaFetchPartitionResponse) {
+        let fields = pb::ReplicaFetchPartitionResponse {
+            record_batches: Bytes::new(),
+            ..p.clone()
+        };
+        fields
+            .encode(&mut self.head)
+            .expect("a BytesMut grows as needed");
+        // The batches are the last field (6), so appending them keeps prost's field order;
+        // proto3 leaves an empty one out.
+        if !p.record_batches.is_empty() {
+            self.bytes_field(6, &p.record_batches);
         }
     }
 
@@ -224,9 +333,11 @@ impl ChunkWriter {
     }
 }
 
-/// A response body of data chunks, then gRPC's OK trailer.
+/// A response body of data chunks, then gRPC's OK trailer. A streaming answer's messages
+/// arrive one by one through `more`; the trailer follows once its sender is gone.
 struct Chunks {
     chunks: VecDeque<Bytes>,
+    more: Option<tokio::sync::mpsc::Receiver<VecDeque<Bytes>>>,
     trailers: bool,
 }
 
@@ -236,10 +347,19 @@ impl Body for Chunks {
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
-        _: &mut Context<'_>,
+        cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        if let Some(chunk) = self.chunks.pop_front() {
-            return Poll::Ready(Some(Ok(Frame::data(chunk))));
+        loop {
+            if let Some(chunk) = self.chunks.pop_front() {
+                return Poll::Ready(Some(Ok(Frame::data(chunk))));
+            }
+            let Some(more) = self.more.as_mut() else {
+                break;
+            };
+            match std::task::ready!(more.poll_recv(cx)) {
+                Some(message) => self.chunks = message,
+                None => self.more = None,
+            }
         }
         if std::mem::take(&mut self.trailers) {
             let mut trailers = http::HeaderMap::new();
@@ -250,7 +370,7 @@ impl Body for Chunks {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.chunks.is_empty() && !self.trailers
+        self.chunks.is_empty() && self.more.is_none() && !self.trailers
     }
 }
 
@@ -311,6 +431,62 @@ mod tests {
         );
         let decoded = pb::FetchResponse::decode(&whole[5..]).unwrap();
         assert_eq!(decoded, resp);
+    }
+
+    #[test]
+    fn replica_answers_are_prosts_encoding_with_large_batches_passed_through() {
+        let big = Bytes::from(vec![9u8; 50_000]);
+        let part = |p: i32, batches: Bytes| pb::ReplicaFetchPartitionResponse {
+            partition: p,
+            high_watermark: 500 + i64::from(p),
+            log_start_offset: 2,
+            record_batches: batches,
+            ..Default::default()
+        };
+        let resp = pb::ReplicaFetchResponse {
+            error: None,
+            topics: vec![
+                pb::ReplicaFetchTopicResponse {
+                    topic_id: Bytes::from_static(&[4; 16]),
+                    partitions: vec![
+                        part(0, big.clone()),
+                        part(1, Bytes::from_static(b"small")),
+                        part(2, Bytes::new()),
+                        pb::ReplicaFetchPartitionResponse {
+                            error: Some(pb::Error::new(pb::ErrorCode::NotLeader, "moved")),
+                            diverging_epoch: Some(pb::EpochEndOffset {
+                                epoch: 3,
+                                end_offset: 40,
+                            }),
+                            ..part(3, Bytes::new())
+                        },
+                    ],
+                },
+                pb::ReplicaFetchTopicResponse::default(),
+            ],
+        };
+        let chunks = encode_replica_chunks(&resp);
+        let whole: Vec<u8> = chunks.iter().flat_map(|c| c.iter().copied()).collect();
+        let mut expected = vec![0u8];
+        expected.extend((resp.encoded_len() as u32).to_be_bytes());
+        expected.extend(resp.encode_to_vec());
+        assert_eq!(whole, expected);
+        assert!(
+            chunks.iter().any(|c| c.as_ptr() == big.as_ptr()),
+            "a large batch is the read buffer itself, not a copy"
+        );
+        let refused = pb::ReplicaFetchResponse {
+            error: Some(pb::Error::new(pb::ErrorCode::StaleBrokerEpoch, "later")),
+            topics: vec![],
+        };
+        let whole: Vec<u8> = encode_replica_chunks(&refused)
+            .into_iter()
+            .flatten()
+            .collect();
+        assert_eq!(
+            pb::ReplicaFetchResponse::decode(&whole[5..]).unwrap(),
+            refused
+        );
     }
 
     #[test]

@@ -256,7 +256,7 @@ impl Replication for ReplicationService {
         let svc = self.clone();
         // The stream's task ends with the stream: when the follower closes it, when the answer
         // cannot be sent, or when the node stops.
-        crate::spawn(async move { svc.serve_stream(inbound, tx).await });
+        crate::spawn(async move { svc.serve_stream(inbound, tx, Ok).await });
         Ok(Response::new(Box::pin(
             tokio_stream::wrappers::ReceiverStream::new(rx),
         )))
@@ -287,10 +287,13 @@ impl Replication for ReplicationService {
 }
 
 impl ReplicationService {
-    async fn serve_stream(
+    /// Answers the rounds of one follower's stream in turn; each answer goes to `tx` as
+    /// `wrap` makes it (a message for tonic, or chunks for `fetch_body::ReplicationRoutes`).
+    pub(crate) async fn serve_stream<T>(
         self,
         mut inbound: Streaming<pb::ReplicaFetchRequest>,
-        tx: mpsc::Sender<Result<pb::ReplicaFetchResponse, Status>>,
+        tx: mpsc::Sender<T>,
+        wrap: fn(pb::ReplicaFetchResponse) -> T,
     ) {
         let mut stop = self.stop.clone();
         loop {
@@ -310,7 +313,7 @@ impl ReplicationService {
                 resp = self.round(req) => resp,
                 _ = stop.wait_for(|s| *s) => return,
             };
-            if tx.send(Ok(resp)).await.is_err() {
+            if tx.send(wrap(resp)).await.is_err() {
                 return;
             }
         }
