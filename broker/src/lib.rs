@@ -68,7 +68,7 @@ use services::admin::AdminService;
 use services::cluster::ClusterService;
 use services::consumer::ConsumerService;
 use services::controller::ControllerService;
-use services::fetch_body::{ConsumerRoutes, ReplicationRoutes};
+use services::fetch_body::{consumer_routes, replication_routes};
 use services::groups::GroupsService;
 use services::producer::ProducerService;
 use services::replication::ReplicationService;
@@ -514,7 +514,7 @@ async fn serve_client(
     let consumer = broker.map(|b| {
         let service = ConsumerService::new(shared.clone(), b.partitions);
         let generated = ConsumerServer::new(service.clone()).max_encoding_message_size(MAX_MESSAGE);
-        ConsumerRoutes::new(service, generated)
+        consumer_routes(service, generated)
     });
     let span = tracing::Span::current();
     // A request waiting for request memory keeps what it was sent of its body in HTTP/2's
@@ -557,7 +557,7 @@ async fn serve_internal(
         let service = ReplicationService::new(shared.clone(), p, stop.clone());
         let generated =
             ReplicationServer::new(service.clone()).max_encoding_message_size(MAX_MESSAGE);
-        ReplicationRoutes::new(service, generated)
+        replication_routes(service, generated)
     });
     let span = tracing::Span::current();
     let mut router = tonic::transport::Server::builder()

@@ -20,7 +20,7 @@ use std::task::{Context, Poll};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use http_body::{Body, Frame};
 use keel_proto::v1 as pb;
-use keel_proto::v1::consumer_server::{ConsumerServer, SERVICE_NAME};
+use keel_proto::v1::consumer_server::ConsumerServer;
 use keel_proto::v1::fetch_partition_response::Data;
 use keel_proto::v1::replication_server::ReplicationServer;
 use prost::encoding::{encode_key, encode_varint, WireType};
@@ -47,103 +47,95 @@ const MAX_ANSWER: usize = 64 << 20;
 /// The largest Fetch request read (a request names topics and partitions, no data).
 const MAX_REQUEST: usize = 4 << 20;
 
-/// `keel.v1.Consumer` with `Fetch` answered by [`fetch`].
+type HttpRequest = http::Request<tonic::body::Body>;
+type HttpResponse = http::Response<tonic::body::Body>;
+type Answer<S> = fn(S, HttpRequest) -> BoxFuture<Result<HttpResponse, Infallible>>;
+
+/// A generated server `G` with one method (`path`) answered by `answer` over `service`.
 #[derive(Clone)]
-pub struct ConsumerRoutes {
+pub struct Routes<S, G> {
+    service: S,
+    generated: G,
+    path: &'static str,
+    answer: Answer<S>,
+}
+
+/// `keel.v1.Consumer` with `Fetch` answered by [`fetch`].
+pub fn consumer_routes(
     service: ConsumerService,
     generated: ConsumerServer<ConsumerService>,
-}
-
-impl ConsumerRoutes {
-    pub fn new(service: ConsumerService, generated: ConsumerServer<ConsumerService>) -> Self {
-        Self { service, generated }
+) -> Routes<ConsumerService, ConsumerServer<ConsumerService>> {
+    Routes {
+        service,
+        generated,
+        path: FETCH,
+        answer: |service, req| {
+            Box::pin(async move {
+                Ok(match fetch(service, req).await {
+                    Ok(chunks) => answer(Chunks::whole(chunks)),
+                    Err(status) => status.into_http(),
+                })
+            })
+        },
     }
 }
 
-impl NamedService for ConsumerRoutes {
-    const NAME: &'static str = SERVICE_NAME;
-}
-
-impl Service<http::Request<tonic::body::Body>> for ConsumerRoutes {
-    type Response = http::Response<tonic::body::Body>;
-    type Error = Infallible;
-    type Future = BoxFuture<Result<Self::Response, Infallible>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Service::<http::Request<tonic::body::Body>>::poll_ready(&mut self.generated, cx)
-    }
-
-    fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
-        if req.uri().path() != FETCH {
-            return self.generated.call(req);
-        }
-        let service = self.service.clone();
-        Box::pin(async move {
-            let answer = match fetch(service, req).await {
-                Ok(chunks) => answer(Chunks {
-                    chunks,
-                    more: None,
-                    trailers: true,
-                }),
-                Err(status) => status.into_http(),
-            };
-            Ok(answer)
-        })
-    }
-}
-
-/// `keel.v1.Replication` with `ReplicaFetch` answered by [`encode_replica_chunks`].
-#[derive(Clone)]
-pub struct ReplicationRoutes {
+/// `keel.v1.Replication` with `ReplicaFetch` answered by [`encode_replica_chunks`], round by
+/// round.
+pub fn replication_routes(
     service: ReplicationService,
     generated: ReplicationServer<ReplicationService>,
-}
-
-impl ReplicationRoutes {
-    pub fn new(
-        service: ReplicationService,
-        generated: ReplicationServer<ReplicationService>,
-    ) -> Self {
-        Self { service, generated }
+) -> Routes<ReplicationService, ReplicationServer<ReplicationService>> {
+    Routes {
+        service,
+        generated,
+        path: REPLICA_FETCH,
+        answer: |service, req| {
+            let decoder = tonic_prost::ProstCodec::<
+                pb::ReplicaFetchResponse,
+                pb::ReplicaFetchRequest,
+            >::default()
+            .decoder();
+            let inbound =
+                tonic::Streaming::new_request(decoder, req.into_body(), None, Some(MAX_REQUEST));
+            let (tx, rx) = tokio::sync::mpsc::channel(1);
+            crate::spawn(async move {
+                service
+                    .serve_stream(inbound, tx, |resp| encode_replica_chunks(&resp))
+                    .await
+            });
+            Box::pin(async move { Ok(answer(Chunks::streamed(rx))) })
+        },
     }
 }
 
-impl NamedService for ReplicationRoutes {
-    const NAME: &'static str = keel_proto::v1::replication_server::SERVICE_NAME;
+impl<S, G: NamedService> NamedService for Routes<S, G> {
+    const NAME: &'static str = G::NAME;
 }
 
-impl Service<http::Request<tonic::body::Body>> for ReplicationRoutes {
-    type Response = http::Response<tonic::body::Body>;
+impl<S, G> Service<HttpRequest> for Routes<S, G>
+where
+    S: Clone,
+    G: Service<
+        HttpRequest,
+        Response = HttpResponse,
+        Error = Infallible,
+        Future = BoxFuture<Result<HttpResponse, Infallible>>,
+    >,
+{
+    type Response = HttpResponse;
     type Error = Infallible;
-    type Future = BoxFuture<Result<Self::Response, Infallible>>;
+    type Future = BoxFuture<Result<HttpResponse, Infallible>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Service::<http::Request<tonic::body::Body>>::poll_ready(&mut self.generated, cx)
+        self.generated.poll_ready(cx)
     }
 
-    fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
-        if req.uri().path() != REPLICA_FETCH {
+    fn call(&mut self, req: HttpRequest) -> Self::Future {
+        if req.uri().path() != self.path {
             return self.generated.call(req);
         }
-        let service = self.service.clone();
-        let decoder =
-            tonic_prost::ProstCodec::<pb::ReplicaFetchResponse, pb::ReplicaFetchRequest>::default()
-                .decoder();
-        let inbound =
-            tonic::Streaming::new_request(decoder, req.into_body(), None, Some(MAX_REQUEST));
-        let (tx, rx) = tokio::sync::mpsc::channel(1);
-        crate::spawn(async move {
-            service
-                .serve_stream(inbound, tx, |resp| encode_replica_chunks(&resp))
-                .await
-        });
-        Box::pin(async move {
-            Ok(answer(Chunks {
-                chunks: VecDeque::new(),
-                more: Some(rx),
-                trailers: true,
-            }))
-        })
+        (self.answer)(self.service.clone(), req)
     }
 }
 
@@ -199,7 +191,7 @@ async fn read_message(mut body: tonic::body::Body) -> Result<Bytes, Status> {
 }
 
 /// A successful gRPC answer made of `chunks`, then the `grpc-status: 0` trailer.
-fn answer(chunks: Chunks) -> http::Response<tonic::body::Body> {
+fn answer(chunks: Chunks) -> HttpResponse {
     let mut resp = http::Response::new(tonic::body::Body::new(chunks));
     resp.headers_mut().insert(
         http::header::CONTENT_TYPE,
@@ -339,6 +331,24 @@ struct Chunks {
     chunks: VecDeque<Bytes>,
     more: Option<tokio::sync::mpsc::Receiver<VecDeque<Bytes>>>,
     trailers: bool,
+}
+
+impl Chunks {
+    fn whole(chunks: VecDeque<Bytes>) -> Self {
+        Chunks {
+            chunks,
+            more: None,
+            trailers: true,
+        }
+    }
+
+    fn streamed(more: tokio::sync::mpsc::Receiver<VecDeque<Bytes>>) -> Self {
+        Chunks {
+            chunks: VecDeque::new(),
+            more: Some(more),
+            trailers: true,
+        }
+    }
 }
 
 impl Body for Chunks {

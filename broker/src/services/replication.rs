@@ -288,7 +288,7 @@ impl Replication for ReplicationService {
 
 impl ReplicationService {
     /// Answers the rounds of one follower's stream in turn; each answer goes to `tx` as
-    /// `wrap` makes it (a message for tonic, or chunks for `fetch_body::ReplicationRoutes`).
+    /// `wrap` makes it (a message for tonic, or chunks for `fetch_body::replication_routes`).
     pub(crate) async fn serve_stream<T>(
         self,
         mut inbound: Streaming<pb::ReplicaFetchRequest>,
