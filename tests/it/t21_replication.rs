@@ -323,25 +323,7 @@ async fn produce_to(c: &TestCluster, on: u32, topic: &str, value: &str) -> Resul
             .expect("url")
             .connect_lazy(),
     );
-    let req = ProduceRequest {
-        acks: Acks::All as i32,
-        timeout_ms: 15_000,
-        topics: vec![TopicProduceData {
-            topic: topic.into(),
-            partitions: vec![PartitionProduceData {
-                partition: 0,
-                data: Some(partition_produce_data::Data::Records(ProducerRecords {
-                    records: vec![ProducerRecord {
-                        key: None,
-                        value: Some(Bytes::from(value.to_owned())),
-                        headers: vec![],
-                        timestamp: None,
-                    }],
-                    idempotent_producer: None,
-                })),
-            }],
-        }],
-    };
+    let req = workload::one_record(topic, 0, Bytes::from(value.to_owned()), 15_000, None);
     let resp = client
         .produce(req)
         .await

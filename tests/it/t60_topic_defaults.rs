@@ -10,6 +10,7 @@ use keel_proto::v1::cluster_client::ClusterClient;
 use keel_proto::v1::producer_client::ProducerClient;
 use keel_proto::v1::*;
 use keel_tests::cluster::{Spec, TestCluster};
+use keel_tests::workload;
 
 use crate::t10_quorum::{
     channel, create_until_ok, eventually, metadata, topic, topics_by_name, wait_unfenced, READY,
@@ -28,23 +29,7 @@ async fn metadata_of(c: &TestCluster, on: u32, names: &[&str]) -> MetadataRespon
 /// One acks=all record to `topic`/0 sent to node `on`: its offset, or the error code.
 async fn produce_on(c: &TestCluster, on: u32, topic: &str) -> Result<i64, ErrorCode> {
     let mut client = ProducerClient::new(channel(c, on).await);
-    let req = ProduceRequest {
-        acks: Acks::All as i32,
-        timeout_ms: 10_000,
-        topics: vec![TopicProduceData {
-            topic: topic.into(),
-            partitions: vec![PartitionProduceData {
-                partition: 0,
-                data: Some(partition_produce_data::Data::Records(ProducerRecords {
-                    records: vec![ProducerRecord {
-                        value: Some(Bytes::from_static(b"v")),
-                        ..Default::default()
-                    }],
-                    idempotent_producer: None,
-                })),
-            }],
-        }],
-    };
+    let req = workload::one_record(topic, 0, Bytes::from_static(b"v"), 10_000, None);
     let resp = client.produce(req).await.expect("Produce answered");
     let p = resp.into_inner().topics.remove(0).partitions.remove(0);
     match p.error {

@@ -10,6 +10,7 @@ use keel_proto::v1::consumer_client::ConsumerClient;
 use keel_proto::v1::producer_client::ProducerClient;
 use keel_proto::v1::*;
 use keel_tests::cluster::{Spec, TestCluster};
+use keel_tests::workload;
 use tonic::transport::Channel;
 
 use crate::t10_quorum::{channel, create_until_ok, eventually, topic, wait_unfenced, READY};
@@ -27,23 +28,7 @@ fn one_node(env: &[(&str, &str)]) -> TestCluster {
 
 /// One acks=all record of `size` bytes to `topic`/0.
 async fn produce(ch: Channel, topic: &str, size: usize) -> Result<i64, tonic::Status> {
-    let req = ProduceRequest {
-        acks: Acks::All as i32,
-        timeout_ms: 20_000,
-        topics: vec![TopicProduceData {
-            topic: topic.into(),
-            partitions: vec![PartitionProduceData {
-                partition: 0,
-                data: Some(partition_produce_data::Data::Records(ProducerRecords {
-                    records: vec![ProducerRecord {
-                        value: Some(Bytes::from(vec![b'x'; size])),
-                        ..Default::default()
-                    }],
-                    idempotent_producer: None,
-                })),
-            }],
-        }],
-    };
+    let req = workload::one_record(topic, 0, Bytes::from(vec![b'x'; size]), 20_000, None);
     let resp = ProducerClient::new(ch).produce(req).await?.into_inner();
     let p = &resp.topics[0].partitions[0];
     match &p.error {

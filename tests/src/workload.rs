@@ -221,11 +221,30 @@ fn request(
     value: Bytes,
     idempotent_producer: Option<IdempotentProducer>,
 ) -> tonic::Request<ProduceRequest> {
-    let mut req = tonic::Request::new(ProduceRequest {
+    let mut req = tonic::Request::new(one_record(
+        &w.topic,
+        partition,
+        value,
+        w.timeout_ms,
+        idempotent_producer,
+    ));
+    req.set_timeout(Duration::from_millis(w.timeout_ms as u64 + 3000));
+    req
+}
+
+/// An acks=all produce request of one record holding `value` to `topic`/`partition`.
+pub fn one_record(
+    topic: &str,
+    partition: i32,
+    value: Bytes,
+    timeout_ms: i32,
+    idempotent_producer: Option<IdempotentProducer>,
+) -> ProduceRequest {
+    ProduceRequest {
         acks: Acks::All as i32,
-        timeout_ms: w.timeout_ms,
+        timeout_ms,
         topics: vec![TopicProduceData {
-            topic: w.topic.clone(),
+            topic: topic.to_owned(),
             partitions: vec![PartitionProduceData {
                 partition,
                 data: Some(Data::Records(ProducerRecords {
@@ -239,9 +258,7 @@ fn request(
                 })),
             }],
         }],
-    });
-    req.set_timeout(Duration::from_millis(w.timeout_ms as u64 + 3000));
-    req
+    }
 }
 
 /// Produces until `stop` turns true, round robin over the partitions, one record per request.

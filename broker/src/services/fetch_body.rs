@@ -99,11 +99,7 @@ pub fn replication_routes(
             let inbound =
                 tonic::Streaming::new_request(decoder, req.into_body(), None, Some(MAX_REQUEST));
             let (tx, rx) = tokio::sync::mpsc::channel(1);
-            crate::spawn(async move {
-                service
-                    .serve_stream(inbound, tx, |resp| encode_replica_chunks(&resp))
-                    .await
-            });
+            crate::spawn(async move { service.serve_stream(inbound, tx).await });
             Box::pin(async move { Ok(answer(Chunks::streamed(rx))) })
         },
     }

@@ -5,11 +5,14 @@
 //! where the follower is (its fetch offsets, which move the high watermark), then answers with
 //! records, a divergence (the follower must truncate) or an error per partition. When no
 //! partition has data it waits, up to the round's `max_wait_ms`, for a leader here to append,
-//! and reads again. The stream ends when the follower closes it or the node stops.
+//! and reads again. The stream ends when the follower closes it or the node stops. The stream
+//! is served through `fetch_body::replication_routes`, which sends each answer as chunks.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use keel_metadata::image::MetadataImage;
 use keel_proto::v1 as pb;
 use keel_proto::v1::replication_server::Replication;
@@ -19,6 +22,7 @@ use tokio::time::Instant;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::convert::parse_topic_id;
+use super::fetch_body::encode_replica_chunks;
 use super::Shared;
 use crate::partitions::partition::{Fetched, ReplicaFetch};
 use crate::partitions::{PartitionError, PartitionManager};
@@ -247,19 +251,14 @@ type FetchStream =
 impl Replication for ReplicationService {
     type ReplicaFetchStream = FetchStream;
 
+    /// Never reached: `fetch_body::replication_routes` answers this path with chunks.
     async fn replica_fetch(
         &self,
-        request: Request<Streaming<pb::ReplicaFetchRequest>>,
+        _request: Request<Streaming<pb::ReplicaFetchRequest>>,
     ) -> Result<Response<Self::ReplicaFetchStream>, Status> {
-        let inbound = request.into_inner();
-        let (tx, rx) = mpsc::channel(1);
-        let svc = self.clone();
-        // The stream's task ends with the stream: when the follower closes it, when the answer
-        // cannot be sent, or when the node stops.
-        crate::spawn(async move { svc.serve_stream(inbound, tx, Ok).await });
-        Ok(Response::new(Box::pin(
-            tokio_stream::wrappers::ReceiverStream::new(rx),
-        )))
+        Err(Status::unimplemented(
+            "ReplicaFetch is served by the routed wrapper",
+        ))
     }
 
     async fn offsets_for_leader_epoch(
@@ -287,13 +286,13 @@ impl Replication for ReplicationService {
 }
 
 impl ReplicationService {
-    /// Answers the rounds of one follower's stream in turn; each answer goes to `tx` as
-    /// `wrap` makes it (a message for tonic, or chunks for `fetch_body::replication_routes`).
-    pub(crate) async fn serve_stream<T>(
+    /// Answers the rounds of one follower's stream in turn, each as the chunks of its gRPC
+    /// message. Ends with the stream: when the follower closes it, when an answer cannot be
+    /// sent, or when the node stops.
+    pub(crate) async fn serve_stream(
         self,
         mut inbound: Streaming<pb::ReplicaFetchRequest>,
-        tx: mpsc::Sender<T>,
-        wrap: fn(pb::ReplicaFetchResponse) -> T,
+        tx: mpsc::Sender<VecDeque<Bytes>>,
     ) {
         let mut stop = self.stop.clone();
         loop {
@@ -313,7 +312,7 @@ impl ReplicationService {
                 resp = self.round(req) => resp,
                 _ = stop.wait_for(|s| *s) => return,
             };
-            if tx.send(wrap(resp)).await.is_err() {
+            if tx.send(encode_replica_chunks(&resp)).await.is_err() {
                 return;
             }
         }
