@@ -632,7 +632,11 @@ impl Consumer {
                 debug!(error = %e, "metadata refresh failed");
             }
         }
-        let mut records = Vec::new();
+        let expected = fetched
+            .iter()
+            .map(|f| crate::fetched::record_count(&f.data))
+            .sum();
+        let mut records = Vec::with_capacity(expected);
         for f in fetched {
             let decoded = crate::fetched::decode_into(
                 &f.tp.topic,
@@ -775,13 +779,8 @@ async fn fetch(
     request: pb::FetchRequest,
     deadline: Duration,
 ) -> Result<pb::FetchResponse, Error> {
-    let mut request = tonic::Request::new(request);
-    request.set_timeout(deadline + RPC_MARGIN);
-    ConsumerClient::new(route.channel)
-        .max_decoding_message_size(MAX_ANSWER)
-        .fetch(request)
+    crate::fetch_call::fetch(route.channel, &request, deadline + RPC_MARGIN, MAX_ANSWER)
         .await
-        .map(tonic::Response::into_inner)
         .map_err(|s| Error::from_status(&route.endpoint, &s))
 }
 

@@ -63,6 +63,25 @@ pub(crate) fn decode_into(
     Ok(())
 }
 
+/// The smallest record a v2 batch can hold: a length, attributes, timestamp and offset
+/// deltas, key and value lengths and a header count, one byte each.
+const MIN_RECORD: usize = 7;
+
+/// About how many records `data` holds, from its batch headers, for sizing the vector they
+/// are decoded into (growing it record by record moved every record again and again). A
+/// header's count is believed only as far as its batch's bytes could hold that many records,
+/// so a corrupt or compressed batch cannot make the caller reserve more than `data` suggests.
+pub(crate) fn record_count(data: &[u8]) -> usize {
+    batch::split(data)
+        .map_while(Result::ok)
+        .filter_map(|one| {
+            let header = batch::BatchHeader::parse(one).ok()?;
+            let count = usize::try_from(header.record_count).ok()?;
+            Some(count.min(one.len() / MIN_RECORD))
+        })
+        .sum()
+}
+
 fn corrupt(topic: &str, partition: i32, from: i64, e: &batch::BatchError) -> ApiError {
     ApiError::new(
         ErrorCode::CorruptRecord,
@@ -132,6 +151,22 @@ mod tests {
                 }]
             );
         }
+    }
+
+    #[test]
+    fn record_count_sums_the_headers_but_not_past_what_the_bytes_could_hold() {
+        let mut data = stored(0, &["a", "b", "c"], Compression::None);
+        data.extend(stored(3, &["d", "e"], Compression::None));
+        assert_eq!(record_count(&data), 5);
+        // A header claiming a million records in a batch of a few dozen bytes.
+        let mut lying = stored(5, &["f"], Compression::None);
+        let count_at = 57;
+        lying[count_at..count_at + 4].copy_from_slice(&1_000_000i32.to_be_bytes());
+        let len = lying.len();
+        data.extend(lying);
+        assert_eq!(record_count(&data), 5 + len / MIN_RECORD);
+        // A truncated tail adds nothing.
+        assert_eq!(record_count(&data[..data.len() - 1]), 5);
     }
 
     #[test]

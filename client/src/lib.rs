@@ -33,6 +33,8 @@
 //!   idempotent sequences and epochs).
 //! - `consumer.rs` — [`Consumer`], [`ConsumerOptions`], [`Position`], [`OffsetReset`],
 //!   [`PartitionOffsets`]: fetches under way between polls, positions, seeks.
+//! - `fetch_call.rs` — `Consumer.Fetch` below tonic's generated client, so record data
+//!   arrives as slices of the received HTTP/2 frames.
 //! - `fetched.rs` — decoding of the raw batches a fetch returns (with `keel-batch`).
 //! - `group_consumer.rs` — [`GroupConsumer`], [`GroupOptions`], [`Subscription`]: a consumer
 //!   group member (heartbeats, cooperative reassignment, commits).
@@ -60,6 +62,7 @@ mod cluster;
 mod consumer;
 mod elastic;
 mod error;
+mod fetch_call;
 mod fetched;
 mod group_consumer;
 mod groups;

@@ -14,7 +14,8 @@
 //! - [`log`]: one partition log; the module doc follows a batch through it.
 //! - [`epochs`]: the leader-epoch cache (where each leader epoch starts in a log).
 //! - [`producers`]: idempotent producers' state (epochs, sequences of their last batches).
-//! - `segment`: one segment file (private).
+//! - `segment`: one segment file (private); `mapped`: its large reads of cached data as
+//!   mappings of the page cache (private).
 //! - [`index`]: the [`index::OffsetIndex`] trait, with RocksDB and in-memory implementations.
 //! - [`testing`]: the conformance suite every `OffsetIndex` passes.
 //! - [`config`], [`error`].
@@ -26,6 +27,7 @@ pub mod epochs;
 pub mod error;
 pub mod index;
 pub mod log;
+mod mapped;
 pub mod producers;
 mod segment;
 pub mod testing;

@@ -1,11 +1,13 @@
 //! One segment file: the batches of a log from `base` up to the next segment's base.
 //!
 //! A segment is written only at its end and read with positioned reads, so readers need no
-//! lock against the writer. The file name is the base offset, zero-padded to 20 digits as in
+//! lock against the writer. Large reads of data in the page cache are mappings of the file
+//! (`mapped.rs`), so a cut below a live mapping replaces the file instead of shortening it.
+//! The file name is the base offset, zero-padded to 20 digits as in
 //! Kafka, so that a directory listing sorts segments in offset order.
 
 use std::fs::{File, OpenOptions};
-use std::io::{IoSlice, Write};
+use std::io::{IoSlice, Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -15,6 +17,7 @@ use bytes::Bytes;
 
 use crate::batch::{self, BatchHeader, HEADER_LEN};
 use crate::error::{StorageError, Subject, Verb};
+use crate::mapped::{self, Mappings, MAP_AT};
 use crate::Offset;
 
 pub(crate) const SUFFIX: &str = ".log";
@@ -44,6 +47,8 @@ pub(crate) struct Segment {
     pub created_ms: i64,
     /// Bytes appended since the last sparse index entry.
     pub unindexed_bytes: u64,
+    /// How far the live mappings of this file reach (reads handed out as mappings).
+    mappings: Arc<Mappings>,
 }
 
 impl Segment {
@@ -69,6 +74,7 @@ impl Segment {
             max_timestamp: None,
             created_ms,
             unindexed_bytes: 0,
+            mappings: Arc::default(),
         })
     }
 
@@ -94,6 +100,7 @@ impl Segment {
             max_timestamp: None,
             created_ms: 0,
             unindexed_bytes: 0,
+            mappings: Arc::default(),
         })
     }
 
@@ -118,8 +125,14 @@ impl Segment {
         Ok(position)
     }
 
-    /// Reads `len` bytes at `position` into shared memory (no copy when sliced later).
+    /// Reads `len` bytes at `position` into shared memory (no copy when sliced later): a
+    /// mapping of the page cache when the range is large and resident, else a new buffer.
     pub fn read(&self, position: u64, len: usize) -> Result<Bytes, StorageError> {
+        if len >= MAP_AT && position + len as u64 <= self.size {
+            if let Some(mapped) = mapped::map_resident(&self.file, position, len, &self.mappings) {
+                return Ok(mapped);
+            }
+        }
         let buf =
             read_at_uninit(&self.file, len, position).map_err(|e| self.error(Verb::Read, e))?;
         Ok(Bytes::from(buf))
@@ -143,11 +156,40 @@ impl Segment {
 
     /// Cuts the file to `len` bytes and makes the cut durable.
     pub fn truncate(&mut self, len: u64) -> Result<(), StorageError> {
+        if self.mappings.furthest() > len {
+            return self.replace_with_prefix(len);
+        }
         self.file
             .set_len(len)
             .map_err(|e| self.error(Verb::Truncate, e))?;
         self.size = len;
         self.sync()
+    }
+
+    /// Cuts the file to `len` bytes while mappings reach past `len`: shortening the file
+    /// under them would kill the process when they are read, so the first `len` bytes go to
+    /// a new file that takes the old one's name. The mappings keep the old file's data.
+    fn replace_with_prefix(&mut self, len: u64) -> Result<(), StorageError> {
+        let cut = self.path.with_extension("log.cut");
+        let fail =
+            |e: std::io::Error| StorageError::new(Subject::Segment(cut.clone()), Verb::Truncate, e);
+        let mut prefix = File::open(&self.path)
+            .map_err(|e| self.error(Verb::Truncate, e))?
+            .take(len);
+        let mut copy = File::create(&cut).map_err(fail)?;
+        std::io::copy(&mut prefix, &mut copy).map_err(fail)?;
+        copy.sync_all().map_err(fail)?;
+        std::fs::rename(&cut, &self.path).map_err(fail)?;
+        sync_dir(&self.path).map_err(|e| self.error(Verb::Truncate, e))?;
+        let file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .open(&self.path)
+            .map_err(|e| self.error(Verb::Truncate, e))?;
+        self.file = Arc::new(file);
+        self.mappings = Arc::default();
+        self.size = len;
+        Ok(())
     }
 
     pub fn delete(self) -> Result<(), StorageError> {
@@ -224,6 +266,12 @@ pub(crate) fn header(bytes: &[u8]) -> Option<BatchHeader> {
     batch::BatchHeader::parse(bytes).ok()
 }
 
+/// Makes a rename in the directory of `path` durable.
+fn sync_dir(path: &Path) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    File::open(dir)?.sync_all()
+}
+
 /// Reads exactly `len` bytes at `position` into a new buffer that is not zeroed first: fetches
 /// read up to megabytes per call, and zeroing them took about 8% of the machine's CPU while
 /// three brokers served one consumer (BENCHMARKS.md, backlog read). keeld's allocator
@@ -282,5 +330,69 @@ mod tests {
         assert!(read_at_uninit(&file, 0, 5).unwrap().is_empty());
         let past = read_at_uninit(&file, 10, 299_995).unwrap_err();
         assert_eq!(past.kind(), std::io::ErrorKind::UnexpectedEof);
+    }
+
+    fn inode(path: &Path) -> u64 {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(path).unwrap().ino()
+    }
+
+    #[test]
+    fn a_cut_below_a_live_mapping_replaces_the_file_and_the_mapping_keeps_its_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut seg = Segment::create(dir.path(), 0, 0).unwrap();
+        let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        seg.append(&[&data]).unwrap();
+        let before = inode(&seg.path);
+
+        let small = seg.read(0, 100).unwrap();
+        seg.truncate(290_000).unwrap();
+        assert_eq!(
+            inode(&seg.path),
+            before,
+            "no mapping: the file is shortened in place"
+        );
+        assert_eq!(&small[..], &data[..100]);
+
+        let mapped = seg.read(1_000, 200_000).unwrap();
+        assert_eq!(
+            seg.mappings.furthest(),
+            201_000,
+            "a large cached read is a mapping"
+        );
+        seg.truncate(50_000).unwrap();
+        assert_ne!(
+            inode(&seg.path),
+            before,
+            "the file under the mapping was replaced"
+        );
+        assert_eq!(std::fs::metadata(&seg.path).unwrap().len(), 50_000);
+        assert_eq!(seg.size, 50_000);
+        assert_eq!(
+            &mapped[..],
+            &data[1_000..201_000],
+            "the mapping still reads the old bytes"
+        );
+
+        let appended = vec![9u8; 100_000];
+        assert_eq!(seg.append(&[&appended]).unwrap(), 50_000);
+        let read = seg.read(0, 150_000).unwrap();
+        assert_eq!(&read[..50_000], &data[..50_000]);
+        assert_eq!(&read[50_000..], &appended[..]);
+        drop(mapped);
+        assert_eq!(
+            seg.mappings.furthest(),
+            150_000,
+            "only the new file's mapping is counted"
+        );
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(
+            names,
+            vec![std::ffi::OsString::from(file_name(0))],
+            "no leftover file"
+        );
     }
 }
