@@ -331,6 +331,10 @@ pub struct BenchConsumeArgs {
     /// Give up when no record came for this long.
     #[arg(long, default_value_t = 10_000, value_name = "MS")]
     pub timeout_ms: u64,
+    /// Most record data a fetch asks of one partition (Kafka's max.partition.fetch.bytes).
+    #[arg(long, default_value_t = 1 << 20, value_name = "BYTES",
+          value_parser = value_parser!(i32).range(1..))]
+    pub partition_max_bytes: i32,
 }
 
 /// `keel topic ...`

@@ -269,7 +269,11 @@ pub async fn consume(
     bootstrap: &[String],
     args: &BenchConsumeArgs,
 ) -> Result<BenchResult, CliError> {
-    let mut consumer = Consumer::connect(bootstrap, ConsumerOptions::default()).await?;
+    let options = ConsumerOptions {
+        partition_max_bytes: args.partition_max_bytes,
+        ..ConsumerOptions::default()
+    };
+    let mut consumer = Consumer::connect(bootstrap, options).await?;
     let target = match args.records {
         Some(n) => n,
         None => consumer
