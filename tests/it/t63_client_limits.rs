@@ -51,14 +51,23 @@ fn latest_request(topic: &str) -> ListOffsetsRequest {
     }
 }
 
+/// The partition's high watermark. Retries retriable errors as a client does: the replica
+/// may not lead yet right after creation, and a loaded one-node cluster may briefly fence
+/// its broker and leave the partition without a leader.
 async fn latest(ch: Channel, topic: &str) -> i64 {
-    let resp = ConsumerClient::new(ch)
-        .list_offsets(latest_request(topic))
-        .await
-        .expect("ListOffsets");
-    resp.into_inner().topics[0].partitions[0]
-        .offset
-        .expect("an offset")
+    eventually(READY, "the latest offset", async || {
+        let resp = ConsumerClient::new(ch.clone())
+            .list_offsets(latest_request(topic))
+            .await
+            .expect("ListOffsets");
+        let answer = resp.into_inner().topics.remove(0).partitions.remove(0);
+        match (answer.offset, answer.error) {
+            (Some(offset), _) => Some(offset),
+            (None, Some(e)) if e.retriable => None,
+            (None, e) => panic!("no offset: {e:?}"),
+        }
+    })
+    .await
 }
 
 /// Whether a connection is served: a ListOffsets on it answers within 5 s.
