@@ -262,7 +262,7 @@ keel_latency() {
     local r="$1" rate="$2" n=$(($2 * latency_secs))
     keel_topic "lat-$r"
     record "$r" b_publish keel "$(keel_produce "lat-$r" 1024 "$n" --rate "$rate")"
-    record "$r" b_e2e keel "$(k bench e2e --topic "lat-$r" --records "$n" --record-size 1024 --rate "$rate" -o json | one_line)"
+    record "$r" b_e2e keel "$(k bench e2e --topic "lat-$r" --records "$n" --record-size 1024 --rate "$rate" --linger-ms 5 -o json | one_line)"
     k topic delete "lat-$r" >&2
 }
 nats_latency() {

@@ -275,6 +275,10 @@ pub struct BenchE2eArgs {
     /// Replicas that must have a record before it counts as written.
     #[arg(long, value_enum, default_value_t = AcksArg::All)]
     pub acks: AcksArg,
+    /// Longest wait for a batch to fill, in milliseconds (Kafka's linger.ms; the producer's
+    /// default, as in `bench produce`).
+    #[arg(long, default_value_t = 5)]
+    pub linger_ms: u64,
     /// Give up when no record arrived for this long, in milliseconds.
     #[arg(long, default_value_t = 10_000)]
     pub timeout_ms: u64,

@@ -336,7 +336,7 @@ pub async fn e2e(bootstrap: &[String], args: &BenchE2eArgs) -> Result<BenchResul
     consumer.poll(Duration::from_millis(1)).await?;
     let options = ProducerOptions {
         acks: args.acks.into(),
-        linger: Duration::ZERO,
+        linger: Duration::from_millis(args.linger_ms),
         ..ProducerOptions::default()
     };
     let producer = Producer::connect(bootstrap, options).await?;

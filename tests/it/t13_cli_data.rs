@@ -396,6 +396,8 @@ async fn ten_thousand_keyed_lines_through_a_replicated_topic() {
             "300",
             "--rate",
             "300",
+            "--linger-ms",
+            "2",
             "-o",
             "json",
         ],
